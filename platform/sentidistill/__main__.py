@@ -1,0 +1,5 @@
+"""`python -m sentidistill` == the `sentidistill` command."""
+
+from sentidistill.cli import main
+
+main()

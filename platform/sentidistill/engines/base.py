@@ -1,0 +1,100 @@
+"""The engine seam: every model call in every stage goes through `Engine`.
+
+Two operations cover the whole platform:
+- `generate(requests)`: chat or raw prompts with sampling params -> text, finish reason, tokens;
+- `score_next_token(prompts, candidates)`: one forward pass, the logit of each candidate's first
+  token after each prompt (SentiBench classification and served label probabilities).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sentidistill.config import EngineConfig
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt: either chat `messages` (the engine applies the chat template) or a raw `prompt`."""
+
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("GenerationRequest needs exactly one of prompt or messages")
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" | "length" | "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "response": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens, "latency_s": self.latency_s, "error": self.error,
+        }
+
+
+class Engine(ABC):
+    """A loaded model. Build once per actor/replica, call many times, `shutdown()` at the end."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, cfg: EngineConfig, cache_dir: str | None = None):
+        self.cfg = cfg
+        self.cache_dir = cache_dir
+
+    @property
+    def name(self) -> str:
+        return self.cfg.display_name
+
+    @abstractmethod
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """Answer each request; per-request failures come back as finish_reason='error', not raised."""
+
+    @abstractmethod
+    def score_next_token(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
+        """For each prompt, the next-token logit of the first token of each candidate string."""
+
+    def shutdown(self) -> None:
+        """Release the model and any child processes."""
+
+
+def first_token_ids(tokenizer: Any, candidates: list[str]) -> list[int]:
+    """First token id of each candidate; two candidates sharing one would make scoring ambiguous."""
+    ids = []
+    for c in candidates:
+        toks = tokenizer.encode(c, add_special_tokens=False)
+        if not toks:
+            raise ValueError(f"label {c!r} encodes to no tokens")
+        ids.append(toks[0])
+    seen: dict[int, str] = {}
+    for c, i in zip(candidates, ids, strict=True):
+        if i in seen:
+            raise ValueError(
+                f"labels {seen[i]!r} and {c!r} share their first token ({tokenizer.convert_ids_to_tokens(i)!r}, "
+                f"id {i}): first-token scoring cannot tell them apart; rename one label (verbalizer)"
+            )
+        seen[i] = c
+    return ids
+
+
+def render_messages(tokenizer: Any, messages: list[dict[str, str]], apply_template: bool = True) -> str:
+    """Chat messages -> prompt text with the tokenizer's chat template, or a plain fallback."""
+    if apply_template and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    parts = [m["content"] for m in messages]
+    return "\n\n".join(parts) + "\n\n"

@@ -1,0 +1,127 @@
+"""transformers engine: CPU or GPU, batched, left padding, safetensors only."""
+
+from __future__ import annotations
+
+import time
+from itertools import groupby
+
+import torch
+
+from sentidistill.config import EngineConfig
+from sentidistill.engines.base import Completion, Engine, GenerationRequest, first_token_ids, render_messages
+from sentidistill.models import resolve_model
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+class HFEngine(Engine):
+    kind = "hf"
+
+    def __init__(self, cfg: EngineConfig, cache_dir: str | None = None):
+        super().__init__(cfg, cache_dir)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not cfg.model:
+            raise ValueError("engine 'hf' needs a model (engine.model)")
+        self.model_path = resolve_model(cfg.model, cache_dir)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=cfg.trust_remote_code)
+        self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "left"  # keep the query end of over-long prompts
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(
+            self.model_path,
+            dtype=resolve_dtype(cfg.dtype, self.device),
+            trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=True,
+        ).to(self.device)
+        self.model.eval()
+
+    # helpers ---------------------------------------------------------------
+    def _prompt_text(self, req: GenerationRequest) -> str:
+        return req.prompt if req.prompt is not None else render_messages(self.tokenizer, req.messages or [])
+
+    def _encode(self, texts: list[str], budget: int) -> dict[str, torch.Tensor]:
+        # Chat templates already carry special tokens; raw prompts get the tokenizer's defaults.
+        enc = self.tokenizer(
+            texts, return_tensors="pt", padding=True, truncation=True,
+            max_length=max(8, self.cfg.max_model_len - budget),
+        )
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    # Engine API ------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        out: list[Completion | None] = [None] * len(requests)
+        key = lambda i: (requests[i].max_new_tokens, requests[i].temperature, requests[i].top_p,  # noqa: E731
+                         tuple(requests[i].stop), requests[i].seed)
+        order = sorted(range(len(requests)), key=key)
+        for params, group in groupby(order, key=key):
+            idx = list(group)
+            for start in range(0, len(idx), self.cfg.batch_size):
+                chunk = idx[start:start + self.cfg.batch_size]
+                try:
+                    results = self._generate_batch([requests[i] for i in chunk], *params)
+                except Exception as e:  # noqa: BLE001 - recorded per row, retried on the next run
+                    results = [Completion("", "error", error=f"{type(e).__name__}: {e}") for _ in chunk]
+                for i, r in zip(chunk, results, strict=True):
+                    out[i] = r
+        return [c for c in out if c is not None]
+
+    def _generate_batch(self, reqs: list[GenerationRequest], max_new: int, temp: float, top_p: float,
+                        stop: tuple[str, ...], seed: int | None) -> list[Completion]:
+        t0 = time.perf_counter()
+        enc = self._encode([self._prompt_text(r) for r in reqs], max_new)
+        if seed is not None:
+            torch.manual_seed(seed)
+        gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
+        if temp > 0:
+            gen_kwargs.update(do_sample=True, temperature=temp, top_p=top_p)
+        else:
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if stop:
+            gen_kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+        seqs = self.model.generate(**enc, **gen_kwargs)
+        new = seqs[:, enc["input_ids"].shape[1]:]
+        latency = (time.perf_counter() - t0) / len(reqs)
+        eos_ids = set(self._eos_ids())
+        results = []
+        for row, mask in zip(new.tolist(), enc["attention_mask"], strict=True):
+            n = next((j + 1 for j, t in enumerate(row) if t in eos_ids), None)
+            finished = n is not None
+            toks = row[: n] if finished else row
+            text = self.tokenizer.decode(toks, skip_special_tokens=True)
+            hit_stop = next((s for s in stop if s in text), None)
+            if hit_stop:
+                text, finished = text[: text.index(hit_stop)], True
+            reason = "stop" if finished or len(toks) < max_new else "length"
+            results.append(Completion(text, reason, int(mask.sum()), len(toks), round(latency, 4)))
+        return results
+
+    def _eos_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = eos if isinstance(eos, list) else [eos]
+        return [i for i in ids if i is not None] or [self.tokenizer.eos_token_id]
+
+    @torch.inference_mode()
+    def score_next_token(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
+        ids = first_token_ids(self.tokenizer, candidates)
+        out: list[list[float]] = []
+        for start in range(0, len(prompts), self.cfg.batch_size):
+            enc = self._encode(prompts[start:start + self.cfg.batch_size], 1)
+            mask = enc["attention_mask"]
+            # Left padding: positions must count real tokens only, or rotary offsets shift the logits.
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos).logits
+            out.extend(logits[:, -1, ids].float().tolist())
+        return out
+
+    def shutdown(self) -> None:
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
