@@ -45,7 +45,11 @@ class RayConfig(Section):
 
 
 class ReplayConfig(Section):
-    path: str = Field(..., description="File with existing teacher outputs (JSONL/JSON/Parquet/CSV, local or cloud).")
+    path: str = Field(
+        ...,
+        description="Existing teacher outputs (JSONL/JSON/Parquet/CSV; a UTF-8 BOM is fine): a file, a glob, "
+        "an s3:// or gs:// URI, or 'data://<rel>' resolved in the data dirs.",
+    )
     text_column: str = Field("text", description="Column holding the input text.")
     response_column: str = Field("response", description="Column holding the teacher's answer.")
     id_column: str | None = Field(None, description="Source id column; None hashes the text.")
@@ -91,6 +95,12 @@ class EngineConfig(Section):
     max_concurrent_requests: int = Field(8, ge=1, description="openai: in-flight requests per actor.")
     timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout.")
     max_retries: int = Field(5, ge=0, description="openai: retries with backoff on 429/5xx/timeouts.")
+    retry_backoff_s: float = Field(
+        1.0, ge=0, description="openai: first retry delay; doubles per attempt, plus up to 50% jitter."
+    )
+    retry_max_backoff_s: float = Field(
+        60.0, ge=0, description="openai: cap on one retry delay, a server's Retry-After header included."
+    )
     replay: ReplayConfig | None = Field(None, description="replay: the existing teacher corpus.")
 
     @model_validator(mode="after")
@@ -119,7 +129,10 @@ class CorpusSource(Section):
     id_column: str | None = Field(None, description="Stable id column; None hashes the text.")
     meta_columns: list[str] = Field(default_factory=list, description="Columns carried along (e.g. stars).")
     split: str = Field("train", description="Split for HF datasets.")
-    limit: int | None = Field(None, ge=1, description="Read at most this many rows of this source.")
+    limit: int | None = Field(
+        None, ge=1, description="Keep at most this many texts of this source (counted after rejects and "
+        "duplicates; files are read in sorted order, so the choice is stable)."
+    )
 
 
 class CorpusConfig(Section):
@@ -136,10 +149,24 @@ class QualityConfig(Section):
         0.5, gt=0, le=1, description="Filter answers whose most frequent 4-gram covers more than this share."
     )
     refusal_patterns: list[str] = Field(
-        default_factory=lambda: [r"\bI can(?:'|no)t (?:help|assist|analy[sz]e)", r"\bas an AI\b", r"\bI'm sorry, but\b"],
-        description="Regexes that mark a refusal.",
+        default_factory=lambda: [r"\bI can(?:'|no)t (?:help|assist|analy[sz]e)(?! but\b)", r"\bas an AI\b",
+                                 r"\bI'm sorry, but\b"],
+        description="Regexes that mark a refusal (case-insensitive).",
+    )
+    refusal_window: int = Field(
+        300, ge=1, description="Refusal patterns are searched in the first N characters only: refusals open the "
+        "answer, while the same words later are often the author's own voice (a rewrite's \"I'm sorry, but...\")."
     )
     run_checks: bool = Field(True, description="Apply each perspective's own output check.")
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> QualityConfig:
+        for i, pattern in enumerate(self.refusal_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"quality.refusal_patterns[{i}] {pattern!r} is not a valid regex: {e}") from None
+        return self
 
 
 class KnowDistConfig(Section):
@@ -156,7 +183,25 @@ class KnowDistConfig(Section):
     max_new_tokens: int = Field(384, ge=1, description="Default answer budget (a perspective may override).")
     temperature: float = Field(0.7, ge=0, description="Default sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Default nucleus sampling.")
-    quality: QualityConfig = Field(default_factory=QualityConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Filters for teacher answers.")
+    rows_per_part: int = Field(
+        256, ge=1, description="Generated rows per output Parquet part. Smaller parts lose less work when the "
+        "job is killed (only the part in flight is regenerated); larger parts mean fewer files."
+    )
+
+    @model_validator(mode="after")
+    def _perspective_list(self) -> KnowDistConfig:
+        if not self.perspectives:
+            raise ValueError("knowdist.perspectives is empty: name at least one perspective")
+        dup = sorted({p for p in self.perspectives if self.perspectives.count(p) > 1})
+        if dup:
+            raise ValueError(f"knowdist.perspectives lists {dup} more than once")
+        if self.per_text is not None and self.per_text > len(self.perspectives):
+            raise ValueError(
+                f"knowdist.per_text={self.per_text} is more than the {len(self.perspectives)} perspectives "
+                "in knowdist.perspectives (use null for all of them)"
+            )
+        return self
 
 
 class DiversifyConfig(Section):
@@ -186,11 +231,14 @@ class ICLDistConfig(Section):
 
 
 class LoraConfig(Section):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    """LoRA adapters (peft): a small-budget alternative to full fine-tuning, merged on export."""
+
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get adapters (Llama/Qwen/Mistral naming).",
     )
 
 
@@ -209,49 +257,79 @@ class StudentInit(Section):
 class TrainStageConfig(Section):
     """Per-stage overrides of the shared train settings (None = inherit from train.*)."""
 
+    enabled: bool = Field(
+        True, description="Train this stage. icldist starts from the base student when knowdist is disabled."
+    )
     epochs: float | None = Field(None, gt=0, description="Passes over the stage's data (None = train.epochs).")
     lr: float | None = Field(None, gt=0, description="Peak learning rate (None = train.lr).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (None = train.max_steps).")
-    replay_share: float = Field(0.0, ge=0, lt=1, description="Share of KnowDist rows mixed into this stage.")
+    replay_share: float = Field(
+        0.0, ge=0, lt=1, description="Share of this stage's examples drawn from KnowDist data (icldist only)."
+    )
 
 
 class TrainConfig(Section):
     student: str | None = Field(None, description="Student model reference; None with init = layer-pruned teacher.")
     init: StudentInit | None = Field(None, description="Build the student from a subset of another model's layers.")
+    trust_remote_code: bool = Field(False, description="Run the student's model code from the hub. Off unless trusted.")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="auto = transformers' default (sdpa); flash_attention_2 needs the flash-attn package on GPU."
+    )
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (method.md default).")
     epochs: float = Field(4.0, gt=0, description="Passes over each stage's data.")
     max_steps: int | None = Field(None, ge=1, description="Stop each stage after this many optimizer steps.")
-    knowdist: TrainStageConfig = Field(default_factory=TrainStageConfig)
-    icldist: TrainStageConfig = Field(default_factory=TrainStageConfig)
+    knowdist: TrainStageConfig = Field(default_factory=TrainStageConfig, description="Stage 1 (KnowDist) overrides.")
+    icldist: TrainStageConfig = Field(default_factory=TrainStageConfig, description="Stage 2 (ICLDist) overrides.")
     micro_batch_size: int = Field(4, ge=1, description="Packed sequences per worker per step.")
     effective_batch_size: int = Field(128, ge=1, description="Sequences per optimizer step across workers.")
-    max_seq_len: int = Field(2048, ge=16, description="Packed sequence length.")
-    packing: bool = Field(True, description="Pack examples into max_seq_len without cross-attention.")
+    max_seq_len: int = Field(2048, ge=16, description="Packed sequence length; longer examples are truncated.")
+    packing: bool = Field(
+        True, description="Pack examples into max_seq_len rows without cross-attention (models that support "
+        "position_ids-based packing); false or unsupported = one example per row, length-bucketed."
+    )
+    pack_window: int = Field(
+        1024, ge=1, description="Examples packed together per Ray Data batch: larger fills rows better, uses more memory."
+    )
     apply_chat_template: bool = Field(True, description="Format with the student's chat template when it has one.")
-    weight_decay: float = Field(0.1, ge=0)
-    lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine")
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    grad_clip: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not applied to biases and norms).")
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of steps with linear warmup.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clipping (DeepSpeed gradient_clipping).")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU.")
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
     offload_optimizer: bool = Field(False, description="ZeRO CPU offload of optimizer states.")
-    gradient_checkpointing: bool = Field(False)
+    ds_optimizer: bool = Field(
+        False, description="Let DeepSpeed build its own Adam (fused on GPU, CPU-Adam with offload); compiles C++ ops "
+        "on first use (minutes). False = torch AdamW, only DeepSpeed's small comm op compiles."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters and merge them on export.")
-    deepspeed_config: str | None = Field(None, description="Own DeepSpeed JSON; replaces the generated one.")
+    deepspeed_config: str | None = Field(
+        None, description="Own DeepSpeed JSON; replaces the generated one ('auto' values are filled from train.*)."
+    )
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")
-    use_gpu: bool = Field(False)
-    resources_per_worker: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
+    use_gpu: bool = Field(False, description="One GPU per worker (NCCL); false = CPU workers (gloo).")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=lambda: {"CPU": 1.0}, description="Ray resources per worker, e.g. {CPU: 8, GPU: 1}."
+    )
     accelerator_type: str | None = Field(None, description="Pin workers to a node type (e.g. 'A100').")
-    checkpoint_every_steps: int = Field(50, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
+    checkpoint_every_steps: int = Field(50, ge=1, description="Optimizer steps between checkpoints (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Most recent checkpoints kept in storage.")
     max_failures: int = Field(2, ge=0, description="Worker failures tolerated; each restarts from a checkpoint.")
-    seed: int = Field(0)
+    log_every_steps: int = Field(1, ge=1, description="Optimizer steps between metric reports (metrics.jsonl).")
+    seed: int = Field(0, description="Seed for data shuffling, replay sampling and model init (LoRA).")
+
+    @model_validator(mode="after")
+    def _stage_checks(self) -> TrainConfig:
+        if self.knowdist.replay_share:
+            raise ValueError("train.knowdist.replay_share must be 0: replay mixes KnowDist data into icldist only")
+        return self
 
     def stage(self, name: Literal["knowdist", "icldist"]) -> TrainStageConfig:
         """The stage's settings with inherited values filled in."""
         own: TrainStageConfig = getattr(self, name)
         return TrainStageConfig(
-            epochs=own.epochs or self.epochs, lr=own.lr or self.lr,
+            enabled=own.enabled, epochs=own.epochs or self.epochs, lr=own.lr or self.lr,
             max_steps=own.max_steps or self.max_steps, replay_share=own.replay_share,
         )
 
@@ -290,7 +368,14 @@ class ServeConfig(Section):
 
 
 class TasksConfig(Section):
-    extra_files: list[str] = Field(default_factory=list, description="User task YAML files or folders.")
+    """Tasks beyond the 12 shipped SentiBench ones (sentidistill/tasks/specs/*.yaml)."""
+
+    extra_files: list[str] = Field(
+        default_factory=list,
+        description="User task YAML files or folders (every *.yaml/*.yml inside; names starting with '_' "
+        "are skipped). Each is merged over the shipped _defaults.yaml; relative data paths resolve "
+        "against the YAML file's folder. A name already registered is an error.",
+    )
 
 
 class PipelineConfig(Section):

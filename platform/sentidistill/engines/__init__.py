@@ -9,6 +9,9 @@ from sentidistill.engines.base import Completion, Engine, GenerationRequest
 
 ENGINES: dict[str, str] = {
     "hf": "sentidistill.engines.hf:HFEngine",
+    "vllm": "sentidistill.engines.vllm:VLLMEngine",
+    "openai": "sentidistill.engines.openai:OpenAIEngine",
+    "replay": "sentidistill.engines.replay:ReplayEngine",
 }
 
 
@@ -19,8 +22,10 @@ def engine_class(kind: str) -> type[Engine]:
     return getattr(importlib.import_module(module), name)
 
 
-def build_engine(cfg: EngineConfig, cache_dir: str | None = None) -> Engine:
-    """Instantiate the engine `cfg.kind` (loads the model)."""
+def build_engine(cfg: EngineConfig, cache_dir: str | None = None, data_dir: str | None = None) -> Engine:
+    """Instantiate the engine `cfg.kind` (loads the model); data_dir resolves a replay corpus's data:// path."""
+    if cfg.kind == "replay":
+        return engine_class(cfg.kind)(cfg, cache_dir=cache_dir, data_dir=data_dir)
     return engine_class(cfg.kind)(cfg, cache_dir=cache_dir)
 
 

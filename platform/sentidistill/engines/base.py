@@ -26,6 +26,10 @@ class GenerationRequest:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    # Which corpus text the prompt was built from: model engines ignore these; the replay engine
+    # answers by looking them up (source_id first, then the whitespace-normalised text).
+    source_id: str | None = None
+    source_text: str | None = None
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):

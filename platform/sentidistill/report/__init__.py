@@ -1,0 +1,1 @@
+"""Reports: the evaluation table/chart and the whole-run HTML/markdown report."""

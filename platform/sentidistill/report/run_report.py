@@ -1,0 +1,182 @@
+"""The whole-run report: `<run_dir>/report/index.html` and `report.md`, built only from artifacts.
+
+It reads manifests, training metrics, generation samples and evaluation results from the run
+directory (local or cloud), so it can be rebuilt at any time without rerunning a stage.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+
+from sentidistill.config import PipelineConfig, config_hash, dump_config
+from sentidistill.report import eval_report
+from sentidistill.rundir import Manifest, RunDir
+
+SAMPLE_PERSPECTIVE_CHARS = 1200
+STAGE_FOLDERS = ["knowdist", "icldist", "train/knowdist", "train/icldist"]
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def training_charts(rd: RunDir) -> list[str]:
+    """Loss and learning-rate curves per training stage, written as PNGs; returns report-relative paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    for stage in ("knowdist", "icldist"):
+        rel = f"train/{stage}/metrics.jsonl"
+        if not rd.exists(rel):
+            continue
+        rows = [json.loads(line) for line in rd.read_text(rel).splitlines() if line.strip()]
+        rows = [r for r in rows if "loss" in r and "step" in r]
+        if not rows:
+            continue
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3))
+        ax1.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker="o")
+        ax1.set(title=f"{stage}: loss", xlabel="optimizer step", ylabel="loss")
+        ax2.plot([r["step"] for r in rows], [r.get("lr", 0.0) for r in rows], color="tab:orange")
+        ax2.set(title=f"{stage}: learning rate", xlabel="optimizer step")
+        fig.tight_layout()
+        rd.write_bytes(f"report/train_{stage}.png", _png(fig))
+        plt.close(fig)
+        out.append(f"train_{stage}.png")
+    return out
+
+
+def _read_parquet_rows(rd: RunDir, folder: str, limit_files: int = 4) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    for rel in rd.list_files(folder, ".parquet")[:limit_files]:
+        with rd.fs.open_input_file(rd.path(folder, rel)) as f:
+            rows.extend(pq.read_table(f).to_pylist())
+    return rows
+
+
+def teacher_samples(rd: RunDir) -> list[dict[str, str]]:
+    """One kept teacher answer per perspective, with its user prompt."""
+    seen: dict[str, dict[str, str]] = {}
+    for row in _read_parquet_rows(rd, "knowdist/data"):
+        p = row.get("perspective") or "?"
+        if p in seen:
+            continue
+        prompt = row.get("prompt") or ""
+        if row.get("messages"):
+            msgs = json.loads(row["messages"])
+            prompt = next((m["content"] for m in reversed(msgs) if m.get("role") == "user"), "")
+        seen[p] = {"perspective": p, "prompt": prompt[:SAMPLE_PERSPECTIVE_CHARS],
+                   "response": (row.get("response") or "")[:SAMPLE_PERSPECTIVE_CHARS]}
+    return [seen[k] for k in sorted(seen)]
+
+
+def student_samples(rd: RunDir, slug: str = "student-after", per_task: int = 2) -> list[dict[str, Any]]:
+    """A few per-item predictions of the final student, per task."""
+    rel = f"eval/{slug}/predictions.jsonl"
+    if not rd.exists(rel):
+        return []
+    counts: dict[str, int] = {}
+    out = []
+    for line in rd.read_text(rel).splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        task = item.get("task", "?")
+        if counts.get(task, 0) >= per_task:
+            continue
+        counts[task] = counts.get(task, 0) + 1
+        pred = item.get("parsed", item.get("prediction", item.get("raw_output")))
+        out.append({"task": task, "gold": _short(item.get("gold")), "pred": _short(pred),
+                    "correct": item.get("correct")})
+    return out
+
+
+def _short(value: Any, n: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def stage_rows(rd: RunDir) -> list[dict[str, Any]]:
+    from sentidistill.stages.pipeline import stage_states
+
+    return [{"stage": folder, "status": m.status, "seconds": m.timings.get("total_s", ""),
+             "finished": m.finished_at or ""} for folder, m in stage_states(rd.uri()) if folder != "report"]
+
+
+def data_counts(rd: RunDir) -> list[dict[str, Any]]:
+    """Flattened counts of the generation stages (QC rejections per reason included)."""
+    blocks = []
+    for stage in ("knowdist", "icldist"):
+        m = rd.manifest(stage)
+        if m is None:
+            continue
+        blocks.append({"stage": stage, "counts": list(_flatten(m.counts))})
+    return blocks
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.extend(_flatten(v, key + "."))
+        else:
+            out.append((key, v))
+    return out
+
+
+def _markdown(ctx: dict[str, Any]) -> str:
+    lines = [f"# SentiDistill run report", "", f"Run directory `{ctx['run_dir']}`, generated {ctx['generated_at']}.",
+             "", "## Stages", "", "| stage | status | seconds |", "|---|---|---|"]
+    lines += [f"| {s['stage']} | {s['status']} | {s['seconds']} |" for s in ctx["stages"]]
+    lines += ["", "## SentiBench", "", ctx["sentibench_md"] or "_No evaluation results yet._", ""]
+    for block in ctx["data_counts"]:
+        lines += [f"## Data: {block['stage']}", "", "| count | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in block["counts"]]
+        lines.append("")
+    lines += ["## Training", ""] + [f"![training curve]({img})" for img in ctx["training_charts"]]
+    lines += ["", "## Sample teacher answers", ""]
+    for s in ctx["teacher_samples"]:
+        lines += [f"### {s['perspective']}", "", "```", s["response"], "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def build(cfg: PipelineConfig, models: dict[str, str]) -> Manifest:
+    """Write report/index.html and report/report.md from whatever the run directory holds now."""
+    from jinja2 import Environment, select_autoescape
+
+    rd = RunDir(cfg.run_dir)
+    inputs = {f: m.fingerprint() for f in STAGE_FOLDERS + [f"eval/{s}" for s in models]
+              if (m := rd.manifest(f)) is not None and m.status == "complete"}
+    with rd.stage_run("report", config_hash(sorted(models.items())), inputs) as manifest:
+        slugs = [s for s in models if rd.manifest(f"eval/{s}") is not None]
+        sentibench = eval_report.comparison(rd, slugs)
+        charts = [p.split("/", 1)[1] if p.startswith("report/") else f"../{p}"
+                  for p in eval_report.write_eval_report(rd, slugs)] if slugs else []
+        ctx = {
+            "run_dir": rd.uri(), "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "stages": stage_rows(rd), "data_counts": data_counts(rd), "training_charts": training_charts(rd),
+            "teacher_samples": teacher_samples(rd), "student_samples": student_samples(rd),
+            "config_yaml": dump_config(cfg),
+            "sentibench": {"models": sentibench["models"], "rows": sentibench["rows"],
+                           "charts": [c for c in charts if c.endswith(".png")]},
+            "sentibench_md": sentibench["markdown"],
+        }
+        env = Environment(autoescape=select_autoescape(["html", "j2"]))
+        template = env.from_string(
+            resources.files("sentidistill.report").joinpath("templates/index.html.j2").read_text("utf-8"))
+        rd.write_text("report/index.html", template.render(**ctx))
+        rd.write_text("report/report.md", _markdown(ctx))
+        manifest.outputs = ["index.html", "report.md", *ctx["training_charts"]]
+        manifest.counts = {"models": len(slugs), "teacher_samples": len(ctx["teacher_samples"])}
+    return manifest

@@ -1,0 +1,1 @@
+"""Stages: each module exposes `run(cfg, ...) -> Manifest`; stages talk only through artifacts."""

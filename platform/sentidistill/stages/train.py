@@ -1,0 +1,216 @@
+"""`train` stage: fine-tune the student on KnowDist data, then on ICLDist data (Ray Train + DeepSpeed).
+
+Inputs: `knowdist/data/*.parquet` / `icldist/data/*.parquet` (rows with qc == "kept"); stage
+icldist also takes stage knowdist's trained model. Outputs per stage under `train/<stage>/`:
+`model/` (plain HF folder + model card), `metrics.jsonl`, `deepspeed.json`, `config.yaml`,
+`manifest.json`; Ray Train's checkpoints under `train/ray/<stage>/`.
+
+>>> from sentidistill.stages import train
+>>> manifests = train.run(load_config("jobs/configs/local.yaml"), "all")
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sentidistill.config import PipelineConfig, TrainConfig, config_hash, dump_config
+from sentidistill.errors import ConfigError, StageInputError
+from sentidistill.models import default_cache_dir, prune_layers, resolve_model
+from sentidistill.rundir import Manifest, RunDir, fingerprint_path
+from sentidistill.runtime import check_shared_storage, init_ray
+from sentidistill.training.dataset import TokenizeSpec, prepare
+from sentidistill.training.deepspeed_config import deepspeed_config, grad_accum_steps
+from sentidistill.training.export import model_card, publish_folder
+from sentidistill.training.loop import LoopSpec
+from sentidistill.training.trainer import MetricsCallback, MetricsWatcher, fit
+
+log = logging.getLogger("sentidistill")
+
+Stage = Literal["knowdist", "icldist"]
+STAGES: tuple[Stage, ...] = ("knowdist", "icldist")
+SUMMARY = {"knowdist": "knowledge distillation from multi-perspective teacher answers",
+           "icldist": "in-context-learning distillation from few-shot teacher answers"}
+# Settings that change how a run is operated, not what it computes: editing them never retrains.
+_OPERATIONAL = {"knowdist", "icldist", "checkpoint_every_steps", "keep_checkpoints", "max_failures", "log_every_steps"}
+
+
+@dataclass
+class Plan:
+    """What a stage reads: its data, optional replay data, the student it starts from."""
+
+    inputs: dict[str, str]
+    data_uri: str
+    replay_uri: str | None
+    student: str | None  # None: the layer-pruned init, built when the stage runs
+    started_from: str
+    notes: list[str] = field(default_factory=list)
+
+
+def run(
+    cfg: PipelineConfig, stage: Literal["knowdist", "icldist", "all"] = "all", *, force: bool = False,
+    on_metrics: MetricsCallback | None = None,
+) -> Manifest | list[Manifest]:
+    """Train one stage, or both in order ("all": the enabled ones); complete stages are skipped."""
+    if stage == "all":
+        return [run_stage(cfg, s, force=force, on_metrics=on_metrics) for s in STAGES if cfg.train.stage(s).enabled]
+    if stage not in STAGES:
+        raise ConfigError(f"--stage must be knowdist, icldist or all (got {stage!r})")
+    if not cfg.train.stage(stage).enabled:
+        raise ConfigError(f"train.{stage}.enabled is false; enable it to train this stage")
+    return run_stage(cfg, stage, force=force, on_metrics=on_metrics)
+
+
+def stage_config_hash(train: TrainConfig, stage: Stage) -> str:
+    """Hash of what shapes this stage's weights (the other stage's overrides excluded)."""
+    return config_hash(stage, train.model_dump(mode="json", exclude=_OPERATIONAL), train.stage(stage))
+
+
+def run_stage(cfg: PipelineConfig, stage: Stage, *, force: bool = False,
+              on_metrics: MetricsCallback | None = None) -> Manifest:
+    rd = RunDir(cfg.run_dir)
+    folder = f"train/{stage}"
+    plan = plan_stage(cfg, rd, stage)
+    chash = stage_config_hash(cfg.train, stage)
+    if not force and rd.is_complete(folder, chash, plan.inputs):
+        log.info("train %s: complete for these inputs, skipped (--force retrains)", stage)
+        return rd.manifest(folder)  # type: ignore[return-value]
+    previous = rd.manifest(folder)
+    resume = not force and previous is not None and previous.config_hash == chash and previous.inputs == plan.inputs
+    if not resume:  # a different config or input: Ray Train must not pick up the old run's checkpoints
+        for rel in (f"train/ray/{stage}", f"{folder}/metrics.jsonl", f"{folder}/model"):
+            rd.delete(rel)
+    init_ray(cfg.ray)
+    check_shared_storage(cfg.run_dir)
+    with rd.stage_run(folder, chash, plan.inputs, dump_config(cfg)) as manifest:
+        train, st = cfg.train, cfg.train.stage(stage)
+        student = plan.student or build_init(cfg, rd)
+        tok_spec = TokenizeSpec(student=student, cache_dir=cfg.cache_dir, max_seq_len=train.max_seq_len,
+                                apply_chat_template=train.apply_chat_template,
+                                trust_remote_code=train.trust_remote_code)
+        packing = train.packing and _supports_packing(student, cfg)
+        data = prepare(plan.data_uri, tok_spec, packing=packing, pack_window=train.pack_window, seed=train.seed,
+                       replay_uri=plan.replay_uri, replay_share=st.replay_share)
+        ds_cfg = deepspeed_config(train)
+        rd.write_json(f"{folder}/deepspeed.json", ds_cfg)
+        steps_per_epoch, total_steps = step_budget(data.counts["rows"], train, st.epochs or train.epochs,
+                                                   st.max_steps)
+        spec = LoopSpec(
+            stage=stage, student=student, cache_dir=cfg.cache_dir, trust_remote_code=train.trust_remote_code,
+            attn_implementation=train.attn_implementation, gradient_checkpointing=train.gradient_checkpointing,
+            lora=train.lora.model_dump() if train.lora else None, deepspeed=ds_cfg, lr=st.lr or train.lr,
+            weight_decay=train.weight_decay, lr_schedule=train.lr_schedule, warmup_ratio=train.warmup_ratio,
+            total_steps=total_steps, steps_per_epoch=steps_per_epoch, grad_accum=grad_accum_steps(train),
+            micro_batch_size=train.micro_batch_size, packed=packing,
+            packing_efficiency=data.counts["packing_efficiency"],
+            checkpoint_every_steps=train.checkpoint_every_steps, log_every_steps=train.log_every_steps,
+            seed=train.seed, run_dir=rd.uri(), metrics_rel=f"{folder}/metrics.jsonl", model_rel=f"{folder}/model",
+        )
+        log.info("train %s: %d steps (%d per epoch) on %d workers, from %s", stage, total_steps, steps_per_epoch,
+                 train.num_workers, plan.started_from)
+        with MetricsWatcher(rd, spec.metrics_rel, on_metrics):
+            result = fit(spec, data.dataset, train, rd.uri("train/ray"))
+        summary = result.return_value or {}
+        manifest.counts = {**data.counts, "steps": summary.get("final_step", total_steps),
+                           "total_steps": total_steps, "steps_per_epoch": steps_per_epoch}
+        manifest.extra = {
+            "student": student, "started_from": plan.started_from, "init_digest": summary.get("init_digest"),
+            "resumed_from_step": summary.get("resumed_from", 0), "final_metrics": summary.get("last_metrics", {}),
+            "teachers": data.teachers, "notes": plan.notes, "ray_storage": rd.uri("train/ray", stage),
+        }
+        rd.write_text(f"{folder}/model/README.md", model_card({
+            "stage": stage, "stage_summary": SUMMARY[stage], "student": plan.started_from,
+            "init_digest": summary.get("init_digest"), "teacher": ", ".join(data.teachers) or "unknown",
+            "config_hash": chash, "inputs": plan.inputs, "counts": manifest.counts, "lora": train.lora is not None,
+            "metrics": summary.get("last_metrics", {}), "num_workers": train.num_workers,
+            "zero_stage": ds_cfg.get("zero_optimization", {}).get("stage", 0),
+            "precision": "bf16" if ds_cfg["bf16"]["enabled"] else "fp32",
+        }))
+        manifest.outputs = ["model", "metrics.jsonl", "deepspeed.json", "config.yaml"]
+    return manifest
+
+
+def plan_stage(cfg: PipelineConfig, rd: RunDir, stage: Stage) -> Plan:
+    """Inputs and their fingerprints; cheap, so a complete stage is skipped before Ray starts."""
+    notes: list[str] = []
+    inputs: dict[str, str] = {}
+    data_uri, inputs[f"data:{stage}"] = _data_input(rd, stage, notes)
+    replay_uri = None
+    if stage == "icldist" and cfg.train.icldist.replay_share > 0:
+        replay_uri, inputs["replay:knowdist"] = _data_input(rd, "knowdist", notes)
+    if stage == "icldist" and cfg.train.knowdist.enabled:
+        m = rd.manifest("train/knowdist")
+        if m is None or m.status != "complete":
+            raise StageInputError(
+                f"train icldist starts from the KnowDist student, but train/knowdist in {rd.uri()} is "
+                f"{'missing' if m is None else m.status}: run `sentidistill train CONFIG --stage knowdist` first "
+                "(or set train.knowdist.enabled=false to start from the base student)"
+            )
+        inputs["train:knowdist"] = m.fingerprint()
+        return Plan(inputs, data_uri, replay_uri, rd.uri("train/knowdist/model"), "train/knowdist/model", notes)
+    if cfg.train.student:
+        local = fingerprint_path(cfg.train.student) if "://" not in cfg.train.student else "missing"
+        if local != "missing":
+            inputs["student"] = local
+        if stage == "icldist":
+            notes.append("train.knowdist.enabled is false: icldist starts from the base student")
+        return Plan(inputs, data_uri, replay_uri, cfg.train.student, cfg.train.student, notes)
+    init = cfg.train.init
+    assert init is not None  # the config validator requires student or init
+    return Plan(inputs, data_uri, replay_uri, None,
+                f"{init.from_model} layers {init.layers or f'{init.num_layers} evenly spaced'}", notes)
+
+
+def _data_input(rd: RunDir, gen_stage: str, notes: list[str]) -> tuple[str, str]:
+    """(Parquet folder URI, fingerprint): the generation manifest's, else the folder's own."""
+    if not rd.list_files(f"{gen_stage}/data", ".parquet"):
+        command = "generate" if gen_stage == "knowdist" else "build-icl"
+        raise StageInputError(
+            f"no Parquet files under {rd.uri(gen_stage, 'data')}: run `sentidistill {command} CONFIG` first"
+        )
+    if rd.manifest(gen_stage) is not None:
+        return rd.uri(gen_stage, "data"), rd.stage_fingerprint(gen_stage)
+    notes.append(f"{gen_stage}/data has no manifest: fingerprinted the Parquet folder itself")
+    return rd.uri(gen_stage, "data"), fingerprint_path(rd.uri(gen_stage, "data"))
+
+
+def build_init(cfg: PipelineConfig, rd: RunDir) -> str:
+    """The layer-pruned student init, cached under the run dir (keyed by the init settings)."""
+    init = cfg.train.init
+    assert init is not None
+    cache = default_cache_dir(cfg.cache_dir)
+    rel = f"train/student-init/{config_hash(init)}"
+    if rd.exists(rel, "config.json"):
+        return rd.uri(rel)
+    src = resolve_model(init.from_model, cache)
+    if rd.remote:
+        local = prune_layers(src, cache / "student-init" / config_hash(init), init.layers, init.num_layers)
+        publish_folder(local, rd, rel)
+    else:
+        prune_layers(src, rd.local_path(rel), init.layers, init.num_layers)
+    return rd.uri(rel)
+
+
+def step_budget(rows: int, train: TrainConfig, epochs: float, max_steps: int | None) -> tuple[int, int]:
+    """(optimizer steps per epoch, total steps): every worker takes the same whole micro-batches."""
+    per_step = train.micro_batch_size * grad_accum_steps(train)
+    steps_per_epoch = (rows // train.num_workers) // per_step
+    if steps_per_epoch == 0:
+        raise StageInputError(
+            f"{rows} training rows are fewer than one optimizer step (train.effective_batch_size="
+            f"{train.effective_batch_size} rows over {train.num_workers} workers): add data or lower "
+            "train.effective_batch_size / train.micro_batch_size"
+        )
+    total = math.ceil(epochs * steps_per_epoch)
+    return steps_per_epoch, min(total, max_steps) if max_steps else total
+
+
+def _supports_packing(student: str, cfg: PipelineConfig) -> bool:
+    from sentidistill.training.data import supports_packing
+
+    ok = supports_packing(str(resolve_model(student, default_cache_dir(cfg.cache_dir))), cfg.train.trust_remote_code)
+    if not ok:
+        log.warning("student %s does not support position_ids packing: one example per row, bucketed", student)
+    return ok

