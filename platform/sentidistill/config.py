@@ -214,20 +214,59 @@ class DiversifyConfig(Section):
 
 class ICLDistConfig(Section):
     enabled: bool = Field(True, description="Run the ICLDist build stage.")
-    tasks: list[str] | None = Field(None, description="Tasks to build from; None = every registered task.")
+    tasks: list[str] | None = Field(
+        None, description="Tasks to build from (registry names, tasks.extra_files included); None = the 12 "
+        "SentiBench tasks."
+    )
     holdout_tasks: list[str] = Field(default_factory=list, description="Tasks excluded entirely (unseen-task eval).")
-    examples_per_task: int = Field(200, ge=1, description="Prompts built per task.")
+    examples_per_task: int = Field(
+        200, ge=1, description="Prompts built per task (each train row is a query at most once: a smaller pool "
+        "gives fewer, counted as short_pool in the manifest)."
+    )
+    task_weights: dict[str, float] = Field(
+        default_factory=dict, description="Task mix: multiplier of examples_per_task per task name (missing = 1.0)."
+    )
     k_max: int = Field(4, ge=0, description="Most demonstrations per prompt.")
     seed: int = Field(0, description="Seed for demo sampling and diversification.")
     diversify: DiversifyConfig = Field(default_factory=DiversifyConfig)
     target: Literal["teacher", "gold", "teacher_agree_gold"] = Field(
-        "teacher", description="teacher: distil answers; gold: gold labels; teacher_agree_gold: keep agreeing only."
+        "teacher", description="teacher: distil answers; gold: gold labels (no teacher call); teacher_agree_gold: "
+        "teacher answers kept only where they agree with gold. General rows use their own output with gold and "
+        "teacher_agree_gold (free text has no agreement check)."
     )
     general_data: list[str] = Field(
-        default_factory=list, description="JSONL files of instruction/input/output general tasks to mix in."
+        default_factory=list, description="JSONL files of instruction/input/output general tasks to mix in "
+        "(paths, globs are not expanded; data://rel and s3:// / gs:// URIs work)."
     )
-    general_share: float = Field(0.1, ge=0, lt=1, description="Share of general instruction examples.")
+    general_share: float = Field(0.1, ge=0, lt=1, description="Share of general instruction examples in the total.")
     max_new_tokens: int = Field(128, ge=1, description="Teacher answer budget.")
+    temperature: float = Field(0.0, ge=0, description="Teacher sampling temperature (0 = greedy, as in evaluation).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Teacher nucleus sampling (used when temperature > 0).")
+    quality: QualityConfig = Field(
+        default_factory=lambda: QualityConfig(min_response_chars=1),
+        description="Filters for teacher answers (labels are short: min_response_chars 1). run_checks also "
+        "filters answers the task's parser cannot read (qc 'unparseable').",
+    )
+    drop_test_overlap: bool = Field(
+        True, description="Drop train rows that hold a SentiBench test sentence from the pools (counted per task; "
+        "Rest16 and OpeNER share sentences upstream). false: keep them, and the leakage guard fails the build."
+    )
+    leak_min_words: int = Field(
+        8, ge=1, description="Test sentences of at least this many words are also found INSIDE longer texts "
+        "(prompts, targets, general data); shorter ones ('Good food.') only as a whole text."
+    )
+    rows_per_part: int = Field(
+        256, ge=1, description="Rows per output Parquet part (smaller parts lose less work when killed)."
+    )
+
+    @model_validator(mode="after")
+    def _icl_checks(self) -> ICLDistConfig:
+        bad = sorted(name for name, w in self.task_weights.items() if w < 0)
+        if bad:
+            raise ValueError(f"icldist.task_weights: weights must be >= 0 (got negative ones for {bad})")
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("icldist.tasks is empty: list task names, or null for the SentiBench tasks")
+        return self
 
 
 class LoraConfig(Section):
@@ -335,36 +374,142 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    tasks: list[str] | None = Field(None, description="Task names; None = the 12 SentiBench tasks.")
-    seeds: list[int] = Field(default_factory=lambda: [42, 52, 62], min_length=1)
-    k: int = Field(4, ge=0, description="Demonstrations per prompt.")
-    limit: int | None = Field(None, ge=1, description="Score only the first N test items per task.")
-    prompt_variant: Literal["raw", "chat"] = Field("raw", description="raw = the paper's protocol.")
+    """SentiBench scoring (docs sentibench.md): the defaults are the paper's protocol; others are variants."""
+
+    tasks: list[str] | None = Field(
+        None, description="Task names (shipped or from tasks.extra_files); None = the 12 SentiBench tasks."
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [42, 52, 62], min_length=1,
+        description="Demo-sampling seeds; each is one full pass, reported as mean and spread.",
+    )
+    k: int | None = Field(
+        None, ge=0, description="Demonstrations per prompt; None = each task's layout.k (4 for SentiBench)."
+    )
+    limit: int | None = Field(None, ge=1, description="Score only the first N test items per task (quick runs).")
+    prompt_variant: Literal["raw", "chat"] = Field(
+        "raw", description="raw = the paper's protocol (no chat template); chat = the same text as one user turn "
+        "with the model's chat template (labels are then scored without the leading space)."
+    )
     max_new_tokens: int = Field(150, ge=1, description="Greedy budget for extraction tasks.")
-    engine: EngineConfig = Field(default_factory=EngineConfig, description="How models are run (model set per run).")
-    models: list[str] = Field(default_factory=list, description="Models scored when --model is not given.")
+    engine: EngineConfig = Field(
+        default_factory=EngineConfig,
+        description="How models are run; engine.model is set per scored model (for openai: the served name).",
+    )
+    models: list[str] = Field(
+        default_factory=list,
+        description="Models scored when --model is not given: references, or 'label=reference' to name the "
+        "eval/<label> folder.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> EvalConfig:
+        for name, values in (("eval.seeds", self.seeds), ("eval.tasks", self.tasks or [])):
+            dup = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if dup:
+                raise ValueError(f"{name} lists {dup} more than once")
+        return self
+
+
+DEFAULT_TASK_ALIASES = {
+    "sentiment": "sst2", "emotion": "emotion20", "irony": "irony18", "stance": "pstance",
+    "atsa": "atsa_rest16", "acsa": "acsa_rest16", "asqp": "asqp_rest16", "ssa": "ssa_opener",
+}
 
 
 class AutoscalingConfig(Section):
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(1, ge=1)
-    target_ongoing_requests: float = Field(16, gt=0)
+    """Ray Serve autoscaling of the model deployment (the replicas that hold the student)."""
+
+    min_replicas: int = Field(
+        1, ge=0, description="Fewest model replicas; 0 scales to zero when idle (the next request waits for a load)."
+    )
+    max_replicas: int = Field(1, ge=1, description="Most model replicas; each reserves serve.engine.num_cpus/num_gpus.")
+    target_ongoing_requests: float = Field(
+        16, gt=0, description="In-flight requests per replica Serve aims for: lower = more replicas and lower "
+        "latency, higher = fuller batches per replica."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"serve.autoscaling.min_replicas ({self.min_replicas}) is more than "
+                             f"serve.autoscaling.max_replicas ({self.max_replicas})")
+        return self
 
 
 class ServeConfig(Section):
+    """`sentidistill serve`: a FastAPI ingress and an autoscaled, batching model deployment on Ray Serve."""
+
     host: str = Field("127.0.0.1", description="HTTP bind address (0.0.0.0 only behind a trusted network).")
-    port: int = Field(8000, ge=1, le=65535)
-    app_name: str = Field("sentidistill")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port of Serve's proxy.")
+    app_name: str = Field("sentidistill", description="Serve application name; serving again replaces it.")
     model: str | None = Field(None, description="Model to serve; None = the run's final student.")
-    engine: EngineConfig = Field(default_factory=EngineConfig)
+    served_model_name: str | None = Field(
+        None, description="Name clients send as `model` and /v1/models lists; None = serve.engine.name, "
+        "else the model reference."
+    )
+    engine: EngineConfig = Field(
+        default_factory=EngineConfig, description="How each model replica runs the student (kind hf or vllm, "
+        "dtype, num_cpus/num_gpus per replica, batch_size per forward pass); model is set by serve.model."
+    )
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
-    max_batch_size: int = Field(16, ge=1, description="@serve.batch max batch size.")
-    batch_wait_timeout_s: float = Field(0.02, ge=0)
-    max_texts: int = Field(64, ge=1, description="Most texts per request.")
-    max_text_chars: int = Field(4000, ge=1, description="Longest accepted text.")
-    k: int = Field(4, ge=0, description="Few-shot demonstrations per served prompt.")
-    seed: int = Field(0)
+    max_batch_size: int = Field(16, ge=1, description="@serve.batch: most requests combined into one engine call.")
+    batch_wait_timeout_s: float = Field(
+        0.02, ge=0, description="@serve.batch: longest wait for a batch to fill (adds at most this much latency)."
+    )
+    max_ongoing_requests: int | None = Field(
+        None, ge=1, description="Requests one model replica holds at once; None = 2 x max_batch_size. "
+        "Below max_batch_size, batches could never fill."
+    )
+    ingress_replicas: int = Field(1, ge=1, description="Replicas of the FastAPI ingress (prompt building, parsing).")
+    ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica (mostly waits).")
+    ingress_max_ongoing_requests: int = Field(256, ge=1, description="Concurrent HTTP requests per ingress replica.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Longest an API call waits for the model (then 504).")
+    max_texts: int = Field(64, ge=1, description="Most texts (or prompts) per request.")
+    max_text_chars: int = Field(4000, ge=1, description="Longest accepted text (/v1/sentiment, /v1/extract).")
+    max_prompt_chars: int = Field(
+        32000, ge=1, description="Longest prompt or message of /v1/completions, /v1/chat/completions, /v1/score."
+    )
+    max_new_tokens: int = Field(512, ge=1, description="Most tokens a completion may ask for (max_tokens).")
+    extract_max_new_tokens: int = Field(150, ge=1, description="Greedy budget of /v1/extract (SentiBench: 150).")
+    k: int = Field(4, ge=0, description="Few-shot demonstrations per served prompt (a request may ask for 0..max_k).")
+    max_k: int = Field(8, ge=0, description="Most demonstrations a request may ask for.")
+    seed: int = Field(
+        0, description="Demonstration sampler seed: random.Random(seed), one rng.sample per text, as in evaluation "
+        "(the i-th text of a request always gets the same demonstrations); a request may override it."
+    )
+    tasks: list[str] | None = Field(
+        None, description="Tasks served (train pools load at replica start); None = every registered task."
+    )
+    task_aliases: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_TASK_ALIASES),
+        description="Short task names accepted by /v1/sentiment and /v1/extract -> registered task names. "
+        "'sentiment' is SST-2 (binary negative/positive polarity).",
+    )
     api_key_env: str | None = Field(None, description="NAME of the env var with the bearer key; None = no auth.")
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="Ray runtime_env of the serve replicas (env_vars, pip, ...)."
+    )
+
+    @model_validator(mode="after")
+    def _serve_checks(self) -> ServeConfig:
+        if self.engine.kind not in ("hf", "vllm"):
+            raise ValueError(f"serve.engine.kind must be 'hf' or 'vllm' (a replica loads the model); "
+                             f"got {self.engine.kind!r}")
+        if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(f"serve.max_ongoing_requests ({self.max_ongoing_requests}) is below "
+                             f"serve.max_batch_size ({self.max_batch_size}): batches could never fill")
+        if self.k > self.max_k:
+            raise ValueError(f"serve.k ({self.k}) is more than serve.max_k ({self.max_k})")
+        for key in ("max_new_tokens", "extract_max_new_tokens"):
+            if getattr(self, key) >= self.engine.max_model_len:
+                raise ValueError(f"serve.{key} ({getattr(self, key)}) must be below serve.engine.max_model_len "
+                                 f"({self.engine.max_model_len}), which holds prompt and completion")
+        return self
+
+    @property
+    def replica_max_ongoing_requests(self) -> int:
+        return self.max_ongoing_requests or 2 * self.max_batch_size
 
 
 class TasksConfig(Section):

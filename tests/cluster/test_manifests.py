@@ -16,6 +16,7 @@ import yaml
 
 from sentidistill.cluster.resources import (
     ACCELERATOR_PREFIX,
+    hosted_stages,
     node_types_from_file,
     placement_problems,
     ray_cluster_spec,
@@ -45,6 +46,7 @@ def _doc(rel: str) -> dict:
 
 def test_every_cluster_yaml_is_covered() -> None:
     assert [p.relative_to(CLUSTER).as_posix() for p in ALL_YAML] == sorted(HOSTS)
+    assert {rel: hosted_stages(CLUSTER / rel) for rel in HOSTS} == HOSTS  # what `plan --cluster` checks
 
 
 @pytest.mark.parametrize("rel", sorted(HOSTS))

@@ -15,7 +15,8 @@ from sentidistill.data.corpus import load_corpus, resolve_sources, text_hash
 from sentidistill.errors import ConfigError, DataNotFoundError
 
 REPO = Path(__file__).resolve().parents[2]
-TEXTS = [f"Review number {i}: the soup was {'great' if i % 2 else 'cold'} and the staff were friendly." for i in range(6)]
+TEXTS = [f"Review number {i}: the soup was {'great' if i % 2 else 'cold'} and the staff were friendly."
+         for i in range(6)]
 
 
 def corpus(*sources: CorpusSource, **kw: object) -> CorpusConfig:
@@ -84,6 +85,8 @@ def test_parquet_csv_tsv_gz_glob_and_folder(tmp_path: Path) -> None:
     assert res.counts["rejected_by_reason"] == {"malformed_csv_row": 1, "undecodable": 1}
     globbed = load(CorpusSource(path=str(folder / "*.parquet")))
     assert [r["text"] for r in globbed.rows] == TEXTS[:2]
+    as_uri = load(CorpusSource(path=f"file://{folder}/[ab].*"))  # URIs go through pyarrow filesystems
+    assert [r["text"] for r in as_uri.rows] == [*TEXTS[:3], TEXTS[3] + ", with a comma"]
 
 
 def test_hf_save_to_disk_and_local_dataset_folder(tmp_path: Path) -> None:
@@ -130,7 +133,8 @@ def test_local_config_reads_the_shared_files(shared_data: Path) -> None:
     cfg = load_config(REPO / "jobs" / "configs" / "local.yaml")
     res = load_corpus(cfg.corpus, str(shared_data), None)
     per = {s["path"]: s["kept"] for s in res.counts["per_source"]}
-    assert per == {"data://teacher-samples/yelp_mixtral_rewrite_500.jsonl": 16, "data://sentibench/sc/sst2/train.json": 16}
+    assert per == {"data://teacher-samples/yelp_mixtral_rewrite_500.jsonl": 16,
+                   "data://sentibench/sc/sst2/train.json": 16}
     yelp = res.rows[0]
     assert yelp["source_id"] == "2296877" and json.loads(yelp["meta"]) == {"Overall": 4.0}
     assert all(len(r["text"]) <= cfg.corpus.max_chars for r in res.rows)

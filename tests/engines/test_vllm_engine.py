@@ -66,6 +66,11 @@ def test_scores_match_hf_logits(engines) -> None:
         vl.score_next_token(PROMPTS[:1], [" not intimate", " not sure"])
 
 
+def test_empty_batches(engines) -> None:
+    _, vl = engines
+    assert vl.generate([]) == [] and vl.score_next_token([], LABELS) == []
+
+
 def test_too_long_prompt_is_truncated_like_hf(engines) -> None:
     hf, vl = engines
     req = GenerationRequest(prompt="word " * 700, max_new_tokens=4)

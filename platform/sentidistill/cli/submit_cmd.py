@@ -46,6 +46,7 @@ def submit_cmd(
         config, stage, args or [], working_dir=working_dir, runtime_env=sub.load_runtime_env(runtime_env),
         command=command, local_cluster=sub.is_loopback(url), submission_id=submission_id,
     )
+    sub.client(url)  # fails clearly when the address is wrong, before the state API is asked
     sub.check_cluster_storage(cfg, stage, sub.alive_node_resources(url), spec.runtime_env.get("env_vars", {}))
     job_id = sub.submit(url, spec)
     console.print(f"submitted [bold]{job_id}[/bold]: {spec.entrypoint}\n"

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import yaml
@@ -28,6 +28,9 @@ from sentidistill.cluster.resources import STAGES, per_node, requirements
 from sentidistill.config import PipelineConfig, load_config
 from sentidistill.errors import ConfigError
 from sentidistill.rundir import is_remote
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 SHARED_FS_ENV = "SENTIDISTILL_SHARED_FS"  # the same switch runtime.check_shared_storage reads
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -153,39 +156,54 @@ def alive_node_resources(address: str) -> list[dict[str, float]]:
     return [dict(n.resources_total or {}) for n in nodes]
 
 
-def submit(address: str, spec: JobSpec) -> str:
-    """Submit the job (uploading the working dir) and return its submission id."""
+def client(address: str) -> JobSubmissionClient:
+    """A job client for address; an unreachable cluster is a clear error naming the address."""
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(address)
-    return client.submit_job(entrypoint=spec.entrypoint, runtime_env=spec.runtime_env,
-                             metadata=spec.metadata, submission_id=spec.submission_id)
+    try:
+        return JobSubmissionClient(address)
+    except ConnectionError as e:
+        raise ConfigError(f"--address {address}: cannot reach the Ray dashboard ({e})") from None
+
+
+def submit(address: str, spec: JobSpec, retry_s: float = 60.0) -> str:
+    """Submit the job (uploading the working dir) and return its submission id.
+
+    Right after a head starts its job agent may not be up yet; the server then answers "try again
+    later", and so do we, for up to retry_s.
+    """
+    jobs = client(address)
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return jobs.submit_job(entrypoint=spec.entrypoint, runtime_env=spec.runtime_env,
+                                   metadata=spec.metadata, submission_id=spec.submission_id)
+        except RuntimeError as e:
+            if "try again later" not in str(e) or time.monotonic() > deadline:
+                raise ConfigError(f"--address {address}: the cluster refused the job: {e}") from None
+            time.sleep(2.0)
 
 
 def wait(address: str, job_id: str, *, follow: bool, write: Callable[[str], None], poll_s: float = 1.0) -> str:
     """Block until the job ends, streaming its logs to write() when follow; returns the final status name."""
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(address)
+    jobs = client(address)
     if follow:
         async def tail() -> None:
-            async for chunk in client.tail_job_logs(job_id):
+            async for chunk in jobs.tail_job_logs(job_id):
                 write(chunk)
 
         try:
             asyncio.run(tail())
         except RuntimeError as e:  # the log stream dropped; the job goes on, so keep polling its status
             write(f"\n[log stream ended early: {e}]\n")
-    while (status := str(client.get_job_status(job_id).value)) not in TERMINAL:
+    while (status := str(jobs.get_job_status(job_id).value)) not in TERMINAL:
         time.sleep(poll_s)
     return status
 
 
 def job_message(address: str, job_id: str) -> str:
     """The cluster's one-line reason for a job's status (e.g. the entrypoint's exit code)."""
-    from ray.job_submission import JobSubmissionClient
-
-    return JobSubmissionClient(address).get_job_info(job_id).message or ""
+    return client(address).get_job_info(job_id).message or ""
 
 
 def exit_code(status: str) -> int:

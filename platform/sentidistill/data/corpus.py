@@ -101,9 +101,23 @@ def _guess_format(path: str) -> str | None:
     return next((fmt for ext, fmt in _EXT_FORMAT.items() if name.endswith(ext)), None)
 
 
+def _glob_at(path: str) -> int:
+    return min((path.find(c) for c in "*?[" if c in path), default=-1)
+
+
+def _split(path: str) -> tuple[pafs.FileSystem, str]:
+    """split_uri that also takes globs in URIs (pyarrow cannot parse `[` in a URI)."""
+    glob_at = _glob_at(path)
+    if "://" not in path or glob_at < 0:
+        return split_uri(path)
+    head = path[:glob_at].rsplit("/", 1)[0]
+    fs, base = split_uri(head)
+    return fs, base.rstrip("/") + path[len(head):]
+
+
 def _list_matches(fs: pafs.FileSystem, path: str) -> list[str]:
     """Files matched by a glob (`*`, `?`, `[`) or held in a folder (recursive), sorted."""
-    glob_at = min((path.find(c) for c in "*?[" if c in path), default=-1)
+    glob_at = _glob_at(path)
     base = path if glob_at < 0 else path[:glob_at].rsplit("/", 1)[0]
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     files = [i.path for i in infos if i.type == pafs.FileType.File]
@@ -121,7 +135,7 @@ def resolve_sources(corpus: CorpusConfig, data_dir: str | None, cache_dir: str |
         if src.format == "hf":
             out.append(SourceFile(i, path, "hf"))
             continue
-        fs, fs_path = split_uri(path)
+        fs, fs_path = _split(path)
         scheme = path.split("://", 1)[0] + "://" if "://" in path else ""
         info = fs.get_file_info(fs_path)
         if info.type == pafs.FileType.Directory and (src.format == "hf_disk" or any(

@@ -15,7 +15,7 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -64,7 +64,7 @@ def retry_after_s(header: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(header)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def match_top_logprob(candidate: str, top: dict[str, float]) -> tuple[str | None, float]:

@@ -138,10 +138,6 @@ class ReplayEngine(Engine):
         for r in rows:
             self._by_text.setdefault(normalise_text(r["text"]), r["response"])
 
-    @property
-    def name(self) -> str:
-        return self.cfg.name or self.replay.teacher_name
-
     def __len__(self) -> int:
         return len(self._by_id)
 

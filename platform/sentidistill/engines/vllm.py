@@ -93,6 +93,8 @@ class VLLMEngine(Engine):
 
     # Engine API ------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        if not requests:
+            return []
         prompts, params = [], []
         for r in requests:
             text = r.prompt if r.prompt is not None else render_messages(self.tokenizer, r.messages or [])
@@ -130,6 +132,8 @@ class VLLMEngine(Engine):
         become log-probabilities: argmax and the softmax over candidates stay the same.
         """
         ids = first_token_ids(self.tokenizer, candidates)
+        if not prompts:
+            return []
         params = self._sampling_params(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
         token_prompts = [{"prompt_token_ids": self._token_ids(p, 1)} for p in prompts]
         outs = self.llm.generate(token_prompts, params, use_tqdm=False)

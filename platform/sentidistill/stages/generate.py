@@ -18,6 +18,9 @@ settings, corpus, knowdist incl. the perspective templates; not resources such a
 If `knowdist/` belongs to another hash or other input files, or `force` is set, the old folder
 is moved aside to `knowdist.prev-<hash>/` and generation starts fresh: computed work is never
 mixed with answers to different prompts, and never deleted.
+
+With the replay engine the texts come from the replay file itself and every row belongs to
+`teacher.replay.perspective`: imported answers line up with their prompts by construction.
 """
 
 from __future__ import annotations
@@ -211,8 +214,9 @@ def _replay_corpus(cfg: PipelineConfig) -> CorpusResult:
     rows = [{k: r[k] for k in ("source_id", "text", "meta")}
             for r in iter_replay_rows(cfg.teacher.replay, cfg.data_dir, cfg.cache_dir)]
     source = {"source": "teacher.replay", "path": cfg.teacher.replay.path, "read": len(rows), "kept": len(rows)}
-    return CorpusResult(rows=rows, counts={"read": len(rows), "kept": len(rows), "rejected": 0, "rejected_by_reason": {},
-                                           "duplicates": 0, "truncated": 0, "per_source": [source]})
+    counts = {"read": len(rows), "kept": len(rows), "rejected": 0, "rejected_by_reason": {}, "duplicates": 0,
+              "truncated": 0, "per_source": [source]}
+    return CorpusResult(rows=rows, counts=counts)
 
 
 def _plan(cfg: PipelineConfig) -> tuple[list[str], dict[str, str]]:

@@ -7,6 +7,7 @@ here. Input columns are declared in `REQUIRED_COLUMNS` and checked per batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -77,6 +78,8 @@ class GenerateUDF:
 
     def __del__(self) -> None:
         # Ray Data drops the UDF when the actor exits gracefully: stop engine child processes (vllm).
+        # Best effort: at interpreter exit imports fail, and vllm's engine core exits with its parent anyway.
         engine = getattr(self, "engine", None)
         if engine is not None:
-            engine.shutdown()
+            with contextlib.suppress(Exception):
+                engine.shutdown()

@@ -51,7 +51,8 @@ class Tokenize:
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
 
     def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "is_truncated": [], "is_dropped": []}
+        out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "is_truncated": [], "is_dropped": [],
+                                     "teacher": batch.column("teacher").to_pylist()}
         cols = {c: batch.column(c).to_pylist() for c in ("id", "messages", "prompt", "response")}
         for row_id, messages, prompt, response in zip(*cols.values(), strict=True):
             ex = tokenize_example(
@@ -82,15 +83,19 @@ def read_kept(uri: str) -> Any:
     missing = [c for c in REQUIRED_COLUMNS if c not in ds.schema().names]
     if missing:
         raise StageInputError(f"{uri}: Parquet rows lack columns {missing} (generation row schema, see docs)")
-    return ds.filter(expr=col("qc") == "kept").select_columns(["id", "messages", "prompt", "response"])
+    return ds.filter(expr=col("qc") == "kept").select_columns(["id", "messages", "prompt", "response", "teacher"])
 
 
-def teachers(uri: str) -> list[str]:
-    """Teachers named in a generation stage's rows (recorded in the model card's lineage)."""
-    import ray.data
-
-    ds = ray.data.read_parquet(uri, file_extensions=["parquet"], columns=["teacher"])
-    return sorted(str(t) for t in ds.unique("teacher") if t)
+def scan(ds: Any, sums: list[str], distinct: list[str]) -> tuple[dict[str, int], dict[str, set[Any]]]:
+    """Column sums and distinct values in one streaming pass on the driver (no shuffle, unlike Dataset.sum)."""
+    totals = dict.fromkeys(sums, 0)
+    seen: dict[str, set[Any]] = {c: set() for c in distinct}
+    for batch in ds.select_columns(sums + distinct).iter_batches(batch_size=8192, batch_format="numpy"):
+        for c in sums:
+            totals[c] += int(batch[c].sum())
+        for c in distinct:
+            seen[c].update(batch[c].tolist())
+    return totals, seen
 
 
 def prepare(
@@ -98,26 +103,28 @@ def prepare(
     replay_uri: str | None = None, replay_share: float = 0.0,
 ) -> PreparedData:
     """Build the packed dataset and its counts (examples kept/truncated/dropped, packing efficiency)."""
+    import ray.data
+    from ray.data.expressions import col
+
     ds = read_kept(data_uri)
-    n_stage = ds.count()
-    if n_stage == 0:
-        raise StageInputError(f"{data_uri}: no rows with qc == 'kept'; nothing to train on")
-    counts: dict[str, Any] = {"stage_examples": n_stage, "replay_examples": 0}
+    counts: dict[str, Any] = {"replay_examples": 0}
     if replay_uri and replay_share > 0:
-        want = round(replay_share / (1 - replay_share) * n_stage)
+        want = round(replay_share / (1 - replay_share) * ds.count())
         replay = read_kept(replay_uri).random_shuffle(seed=seed).limit(want).materialize()
         counts["replay_examples"] = replay.count()
         ds = ds.union(replay)
     tokenized = (
         ds.random_shuffle(seed=seed)
-        .map_batches(Tokenize, fn_constructor_args=(spec,), batch_format="pyarrow", batch_size=64, concurrency=1)
+        .map_batches(Tokenize, fn_constructor_args=(spec,), batch_format="pyarrow", batch_size=64,
+                     compute=ray.data.ActorPoolStrategy(size=1))
         .materialize()
     )
-    flags = tokenized.sum(["is_truncated", "is_dropped"])
-    counts["truncated_examples"] = int(flags["sum(is_truncated)"])
-    counts["dropped_too_long"] = int(flags["sum(is_dropped)"])
-    from ray.data.expressions import col
-
+    n = tokenized.count()
+    if n == 0:
+        raise StageInputError(f"{data_uri}: no rows with qc == 'kept'; nothing to train on")
+    flags, seen = scan(tokenized, ["is_truncated", "is_dropped"], ["teacher"])
+    counts.update(stage_examples=n - counts["replay_examples"],
+                  truncated_examples=flags["is_truncated"], dropped_too_long=flags["is_dropped"])
     packed = (
         tokenized.filter(expr=col("is_dropped") == 0)
         .map_batches(pack_batch, fn_kwargs={"max_seq_len": spec.max_seq_len, "packing": packing},
@@ -127,14 +134,13 @@ def prepare(
     rows = packed.count()
     if rows == 0:
         raise StageInputError(f"{data_uri}: every example is longer than train.max_seq_len={spec.max_seq_len}")
-    sums = packed.sum(["num_examples", "num_tokens", "num_answer_tokens"])
+    sums, _ = scan(packed, ["num_examples", "num_tokens", "num_answer_tokens"], [])
     counts.update(
-        train_examples=int(sums["sum(num_examples)"]), rows=rows, tokens=int(sums["sum(num_tokens)"]),
-        answer_tokens=int(sums["sum(num_answer_tokens)"]), packed=packing,
-        packing_efficiency=round(sums["sum(num_tokens)"] / (rows * spec.max_seq_len), 4),
+        train_examples=sums["num_examples"], rows=rows, tokens=sums["num_tokens"],
+        answer_tokens=sums["num_answer_tokens"], packed=packing,
+        packing_efficiency=round(sums["num_tokens"] / (rows * spec.max_seq_len), 4),
     )
     log.info("train data: %d examples -> %d rows of <= %d tokens (packing efficiency %.2f)",
              counts["train_examples"], rows, spec.max_seq_len, counts["packing_efficiency"])
-    sources = [data_uri] + ([replay_uri] if counts["replay_examples"] else [])
-    names = sorted({t for uri in sources for t in teachers(uri)})
-    return PreparedData(packed.select_columns(["input_ids", "labels", "position_ids"]), counts, names)
+    teachers = sorted(str(t) for t in seen["teacher"] if t)
+    return PreparedData(packed.select_columns(["input_ids", "labels", "position_ids"]), counts, teachers)

@@ -71,6 +71,7 @@ def publish_folder(local: Path, run_dir: RunDir, rel: str) -> None:
     staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(local, staging)
+    staging.chmod(0o755)  # the temp dir it came from was private
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)

@@ -113,9 +113,9 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
                     "packing_efficiency": spec.packing_efficiency, "resumed_from": start_step,
                     "checkpoint": save,
                 }
-                if metrics_log:
-                    metrics_log.append(last)
                 report(engine, last, save, rank)
+                if metrics_log:  # after report: a row marked checkpoint=true is already persisted
+                    metrics_log.append(last)
             if step >= spec.total_steps:
                 break
 

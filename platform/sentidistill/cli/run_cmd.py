@@ -1,0 +1,74 @@
+"""`sentidistill run CONFIG` (the whole pipeline) and `sentidistill status RUN_DIR`."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from sentidistill.cli.app import CONFIG_ARG, OVERRIDES_ARG, app, console, load, setup_logging
+
+STEP_HELP = "generate, build-icl, train-knowdist, train-icldist, eval, report"
+
+
+@app.command("run")
+def run(
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    start: str = typer.Option(None, "--from", help=f"First step to run ({STEP_HELP})."),
+    until: str = typer.Option(None, "--until", help="Last step to run."),
+    force: list[str] = typer.Option(None, "--force", help="Redo this step even if complete (repeatable)."),
+    serve_after: bool = typer.Option(False, "--serve", help="Serve the final student when the run ends."),
+) -> None:
+    """Run generate -> build-icl -> train -> eval -> report; finished steps are skipped, so rerun to resume."""
+    from sentidistill.stages import pipeline
+
+    cfg = load(config, overrides)
+    table = Table(title="SentiDistill run", show_lines=False)
+    for col in ("step", "status", "seconds", "artifacts"):
+        table.add_column(col)
+
+    def on_step(r: pipeline.StepResult) -> None:
+        colour = {"ran": "green", "skipped": "cyan", "failed": "red"}.get(r.status, "yellow")
+        console.print(f"[{colour}]{r.status:>8}[/{colour}] {r.step} ({r.seconds:.1f}s)")
+        table.add_row(r.step, r.status, f"{r.seconds:.1f}", "\n".join(r.artifacts) or r.note)
+
+    try:
+        result = pipeline.run(cfg, start=start, until=until, force=force or [], on_step=on_step)
+    finally:
+        if table.row_count:
+            console.print(table)
+    from sentidistill.report import eval_report
+    from sentidistill.rundir import RunDir
+
+    rd = RunDir(cfg.run_dir)
+    slugs = [s for s in result.eval_models if rd.manifest(f"eval/{s}") is not None]
+    if slugs:
+        eval_report.print_eval_table(console, rd, slugs)
+    if rd.exists("report/index.html"):
+        console.print(f"report: {rd.uri('report/index.html')}")
+    if serve_after:
+        from sentidistill.cli.serve_cmd import serve_blocking
+
+        serve_blocking(cfg, pipeline.final_student(cfg, rd))
+
+
+@app.command("status")
+def status(run_dir: str = typer.Argument(..., help="Run directory (local path, s3:// or gs:// URI).")) -> None:
+    """Show each stage of a run: complete, failed, or running/interrupted, with counts and timings."""
+    from sentidistill.stages.pipeline import stage_states
+
+    setup_logging()
+    states = stage_states(run_dir)
+    if not states:
+        console.print(f"no stage has started in {run_dir}")
+        raise typer.Exit(1)
+    table = Table(title=f"run {run_dir}")
+    for col in ("stage", "status", "seconds", "finished", "counts"):
+        table.add_column(col)
+    for folder, m in states:
+        colour = {"complete": "green", "failed": "red"}.get(m.status, "yellow")
+        label = "running or interrupted" if m.status == "running" else m.status
+        counts = ", ".join(f"{k}={v}" for k, v in m.counts.items() if not isinstance(v, (dict, list)))[:120]
+        table.add_row(folder, f"[{colour}]{label}[/{colour}]", str(m.timings.get("total_s", "")),
+                      m.finished_at or "", counts)
+    console.print(table)

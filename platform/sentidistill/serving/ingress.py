@@ -1,0 +1,100 @@
+"""The ingress deployment: FastAPI routes in front of the model deployment's handle.
+
+Light work only (prompt building from preloaded train pools, parsing, JSON); every model call goes
+through the `StudentModel` handle, where `@serve.batch` combines concurrent requests. The FastAPI
+app is built in the replica (`__serve_build_asgi_app__`) because its request limits come from config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from sentidistill.config import PipelineConfig
+from sentidistill.engines import Completion, GenerationRequest
+from sentidistill.serving.auth import load_key
+from sentidistill.serving.deployment import GenerateOutput, ScoreJob, ScoreOutput
+from sentidistill.serving.errors import ApiError
+from sentidistill.serving.metrics import ServeMetrics
+from sentidistill.serving.routes import ApiContext, build_api
+from sentidistill.serving.tasks import ServedTasks
+
+log = logging.getLogger("ray.serve")
+
+HEALTH_TIMEOUT_S = 5.0  # a health probe must answer fast; a loading or scaled-to-zero model is "not ready"
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """What the ingress needs besides the model handle: the config and the served model's identity."""
+
+    cfg: PipelineConfig
+    model_ref: str
+    served_name: str
+
+
+class HandleBackend:
+    """The routes' view of the model deployment: typed calls, timeouts, and faults turned into ApiErrors."""
+
+    def __init__(self, handle: DeploymentHandle, timeout_s: float, metrics: ServeMetrics):
+        self.handle = handle
+        self.timeout_s = timeout_s
+        self.metrics = metrics
+
+    async def _call(self, method: str, timeout_s: float, *args: Any) -> Any:
+        try:
+            return await asyncio.wait_for(getattr(self.handle, method).remote(*args), timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"the model did not answer within {timeout_s:g}s (serve.request_timeout_s)",
+                           code="timeout", type="timeout_error") from None
+        except Exception as e:  # noqa: BLE001 - replica died, scaling, back-pressure: the client may retry
+            log.warning("model deployment call %s failed: %s", method, e)
+            raise ApiError(503, f"the model deployment is unavailable ({type(e).__name__}); retry shortly",
+                           code="model_unavailable") from None
+
+    async def score(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
+        out: ScoreOutput = await self._call("score", self.timeout_s, ScoreJob(prompts, candidates))
+        self.metrics.observe_batch("score", out.batch_requests)
+        if out.error is not None:
+            status = 422 if out.error_kind == "client" else 502
+            raise ApiError(status, f"scoring failed: {out.error}", code="scoring_failed")
+        return out.logits
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        out: GenerateOutput = await self._call("generate", self.timeout_s, requests)
+        self.metrics.observe_batch("generate", out.batch_requests)
+        failed = next((c for c in out.completions if c.finish_reason == "error"), None)
+        if failed is not None:
+            raise ApiError(502, f"generation failed: {failed.error}", code="generation_failed")
+        return out.completions
+
+    async def info(self) -> dict[str, str]:
+        try:
+            return await self._call("info", min(HEALTH_TIMEOUT_S, self.timeout_s))
+        except ApiError as e:
+            raise ApiError(503, f"not ready: no model replica answered ({e.message})", code="not_ready") from None
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress()
+class Ingress:
+    """Loads the served tasks' train pools and the API key once per replica; builds the FastAPI app."""
+
+    def __init__(self, model: DeploymentHandle, settings: AppSettings):
+        cfg = settings.cfg
+        metrics = ServeMetrics()
+        self.ctx = ApiContext(
+            cfg=cfg.serve, served_name=settings.served_name, model_ref=settings.model_ref,
+            tasks=ServedTasks.load(cfg), model=HandleBackend(model, cfg.serve.request_timeout_s, metrics),
+            metrics=metrics, key=load_key(cfg.serve.api_key_env), started=int(time.time()),
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_api(self.ctx)
