@@ -53,3 +53,18 @@ def test_fingerprint_changes_with_content(tmp_path: Path) -> None:
     f.write_text("ab\n")
     assert fingerprint_path(str(f)) != before
     assert fingerprint_path(str(tmp_path / "missing")) == "missing"
+
+
+def test_fingerprint_survives_copy_and_touch(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    a = tmp_path / "a" / "corpus.jsonl"
+    a.parent.mkdir()
+    a.write_text('{"text": "good"}\n')
+    b = tmp_path / "b" / "corpus.jsonl"
+    b.parent.mkdir()
+    shutil.copy(a, b)
+    os.utime(b, (1, 1))
+    assert fingerprint_path(str(a)) == fingerprint_path(str(b))
+    assert fingerprint_path(str(a.parent)) == fingerprint_path(str(b.parent))

@@ -228,7 +228,10 @@ class ICLDistConfig(Section):
     )
     k_max: int = Field(4, ge=0, description="Most demonstrations per prompt.")
     seed: int = Field(0, description="Seed for demo sampling and diversification.")
-    diversify: DiversifyConfig = Field(default_factory=DiversifyConfig)
+    diversify: DiversifyConfig = Field(
+        default_factory=DiversifyConfig, description="Prompt format diversification: each key is the share of "
+        "prompts that change that aspect (0 = off, the benchmark layout)."
+    )
     target: Literal["teacher", "gold", "teacher_agree_gold"] = Field(
         "teacher", description="teacher: distil answers; gold: gold labels (no teacher call); teacher_agree_gold: "
         "teacher answers kept only where they agree with gold. General rows use their own output with gold and "
@@ -312,7 +315,8 @@ class TrainConfig(Section):
     init: StudentInit | None = Field(None, description="Build the student from a subset of another model's layers.")
     trust_remote_code: bool = Field(False, description="Run the student's model code from the hub. Off unless trusted.")
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
-        "auto", description="auto = transformers' default (sdpa); flash_attention_2 needs the flash-attn package on GPU."
+        "auto",
+        description="auto = transformers' default (sdpa); flash_attention_2 needs the flash-attn package on GPU.",
     )
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (method.md default).")
     epochs: float = Field(4.0, gt=0, description="Passes over each stage's data.")
@@ -327,7 +331,8 @@ class TrainConfig(Section):
         "position_ids-based packing); false or unsupported = one example per row, length-bucketed."
     )
     pack_window: int = Field(
-        1024, ge=1, description="Examples packed together per Ray Data batch: larger fills rows better, uses more memory."
+        1024, ge=1,
+        description="Examples packed together per Ray Data batch: larger fills rows better, uses more memory.",
     )
     apply_chat_template: bool = Field(True, description="Format with the student's chat template when it has one.")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not applied to biases and norms).")
@@ -355,7 +360,10 @@ class TrainConfig(Section):
     checkpoint_every_steps: int = Field(50, ge=1, description="Optimizer steps between checkpoints (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="Most recent checkpoints kept in storage.")
     max_failures: int = Field(2, ge=0, description="Worker failures tolerated; each restarts from a checkpoint.")
-    log_every_steps: int = Field(1, ge=1, description="Optimizer steps between metric reports (metrics.jsonl).")
+    log_every_steps: int = Field(
+        10, ge=1, description="Optimizer steps between metric reports (ray.train.report is a barrier across "
+        "workers; metrics.jsonl). Checkpoint steps always report."
+    )
     seed: int = Field(0, description="Seed for data shuffling, replay sampling and model init (LoRA).")
 
     @model_validator(mode="after")
@@ -465,10 +473,14 @@ class ServeConfig(Section):
     ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica (mostly waits).")
     ingress_max_ongoing_requests: int = Field(256, ge=1, description="Concurrent HTTP requests per ingress replica.")
     request_timeout_s: float = Field(120.0, gt=0, description="Longest an API call waits for the model (then 504).")
+    health_timeout_s: float = Field(
+        5.0, gt=0, description="Longest /healthz waits for a model replica; a loading or scaled-to-zero model is 503."
+    )
     max_texts: int = Field(64, ge=1, description="Most texts (or prompts) per request.")
     max_text_chars: int = Field(4000, ge=1, description="Longest accepted text (/v1/sentiment, /v1/extract).")
     max_prompt_chars: int = Field(
-        32000, ge=1, description="Longest prompt or message of /v1/completions, /v1/chat/completions, /v1/score."
+        100_000, ge=1, description="Longest prompt or message of /v1/completions, /v1/chat/completions, /v1/score "
+        "(SentiBench prompts with 4 long IMDb reviews reach ~60k; the engine keeps the last max_model_len tokens)."
     )
     max_new_tokens: int = Field(512, ge=1, description="Most tokens a completion may ask for (max_tokens).")
     extract_max_new_tokens: int = Field(150, ge=1, description="Greedy budget of /v1/extract (SentiBench: 150).")

@@ -210,15 +210,27 @@ class RunDir:
             self.write_manifest(manifest)
 
 
-def fingerprint_path(uri: str) -> str:
-    """Cheap fingerprint of an input file or folder: names, sizes and mtimes (no full reads)."""
+def fingerprint_path(uri: str, content_limit: int = 64 * 2**20) -> str:
+    """Fingerprint of an input file or folder that survives copies and touches.
+
+    Files up to `content_limit` bytes are hashed by content; bigger ones (corpora on object
+    storage) by name relative to the root, size and mtime, so fingerprinting stays cheap.
+    """
     fs, path = split_uri(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         return "missing"
-    if info.type == pafs.FileType.File:
-        items = [(path, info.size, info.mtime_ns)]
-    else:
-        sel = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-        items = sorted((i.path, i.size, i.mtime_ns) for i in sel if i.type == pafs.FileType.File)
-    return hashlib.sha256(json.dumps(items, default=str).encode()).hexdigest()[:16]
+    files = [info] if info.type == pafs.FileType.File else sorted(
+        (i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if i.type == pafs.FileType.File),
+        key=lambda i: i.path)
+    digest = hashlib.sha256()
+    for f in files:
+        rel = f.path[len(path):].lstrip("/") if info.type != pafs.FileType.File else f.base_name
+        digest.update(f"{rel}\0{f.size}\0".encode())
+        if f.size is not None and f.size <= content_limit:
+            with fs.open_input_stream(f.path) as stream:
+                while chunk := stream.read(2**20):
+                    digest.update(chunk)
+        else:
+            digest.update(str(f.mtime_ns).encode())
+    return digest.hexdigest()[:16]

@@ -49,12 +49,15 @@ def ray_head() -> Iterator[str]:
 
     tmp = Path(f"/tmp/sdray-{os.getpid()}-{_free_port()}")  # short: Ray's socket paths have a length limit
     tmp.mkdir()
-    dash = _free_port()
+    # Other Ray clusters may run on this machine: every fixed default port gets a free one instead.
+    ports = [f"--{name}={_free_port()}" for name in (
+        "port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+        "metrics-export-port", "runtime-env-agent-port", "ray-client-server-port")]
     log = open(tmp / "ray-start.log", "w")  # noqa: SIM115  (closed below)
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(_free_port()),
-         "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-         "--num-cpus", "2", "--include-dashboard", "true", "--temp-dir", str(tmp), "--disable-usage-stats"],
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", *ports,
+         "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1", "--num-cpus", "2",
+         "--include-dashboard", "true", "--temp-dir", str(tmp), "--disable-usage-stats"],
         env=_env(), stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.time() + 180
@@ -169,7 +172,7 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path: Path, monkeypatch: pytes
 
     from sentidistill.cli import app
 
-    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)  # the command sets it; restored after
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "unset-after-test")  # the command sets it: undone after the test
     cfg = _write_config(tmp_path, f"run_dir: {tmp_path / 'run'}\ntrain: {{student: s}}\n")
     res = CliRunner().invoke(app, ["submit", str(cfg), "--stage", "validate", "--working-dir", str(tmp_path),
                                    "--runtime-env", str(RUNTIME_ENV), "--address", f"http://127.0.0.1:{_free_port()}"])

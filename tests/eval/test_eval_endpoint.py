@@ -1,5 +1,7 @@
 """`sentidistill eval --endpoint`: score the tiny model served by our Ray Serve app over real HTTP (127.0.0.1)
-and check every prediction against the same weights scored in-process by the hf engine."""
+and check every prediction against the same weights scored in-process by the hf engine.
+
+Run with `pytest -m slow tests/eval/test_eval_endpoint.py`."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from sentidistill.serving import launch
 from sentidistill.stages.evaluate import run
 
 TASKS = ["sst2", "emotion20", "atsa_rest16"]
+pytestmark = pytest.mark.slow  # a Serve app plus two Ray Data runs: about a minute here
 
 
 def free_port() -> int:

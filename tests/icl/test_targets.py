@@ -24,7 +24,7 @@ LEAK = "A masterpiece of quiet, aching sadness and hope"
 def make_item(task: TaskSpec, n: int, gold: Any, variant: PromptVariant = CANONICAL) -> Item:
     query = Example(f"{task.name}/train/{n}", f"Sentence number {n} about dinner.", gold)
     return Item(id=f"{task.name}-{n}", source_id=query.id, perspective=task.name, variant_key=variant.key(),
-                prompt=build_prompt(task, [], query, variant), gold=gold_text(task, query, variant), texts=(),
+                prompt=build_prompt(task, [], query, variant), gold=gold_text(task, query, variant), inputs=(),
                 meta={"task": task.name, "query_id": query.id, "demo_ids": []}, task=task, query=query,
                 variant=variant)
 
@@ -35,7 +35,7 @@ def cases(user_tasks: Path) -> list[tuple[Item, str, str]]:
     reg = load_registry(PipelineConfig(train={"student": "x"}, tasks={"extra_files": [str(user_tasks)]}))
     mini, absa = reg.get("mini"), reg.get("mini_absa")
     return [
-        (make_item(mini, 1, "positive"), " positive\n\nSentence: Visit 9: the tea was cold.\nLabel: negative", "length"),
+        (make_item(mini, 1, "positive"), " positive\n\nSentence: Visit 9: the tea was cold.\nLabel: no", "length"),
         (make_item(mini, 2, "negative"), " NEGATIVE", "stop"),
         (make_item(mini, 3, "positive"), " I cannot tell from this.", "stop"),
         (make_item(mini, 4, "negative"), " positive", "stop"),
@@ -67,7 +67,8 @@ def test_agree_filter_verdicts_and_targets(cases: list[tuple[Item, str, str]]) -
     assert rows[0]["response"] == " positive"  # cut to the answer line; not 'truncated'
     assert json.loads(rows[0]["meta"])["raw_response"].startswith(" positive\n\nSentence: Visit 9")
     assert rows[1]["response"] == " NEGATIVE" and "raw_response" not in json.loads(rows[1]["meta"])
-    assert json.loads(rows[5]["meta"]) | {"agrees": True, "tp": 2, "n_pred": 2, "n_gold": 2} == json.loads(rows[5]["meta"])
+    meta = json.loads(rows[5]["meta"])
+    assert meta | {"agrees": True, "tp": 2, "n_pred": 2, "n_gold": 2} == meta
 
 
 def test_agreement_counts_per_task(cases: list[tuple[Item, str, str]]) -> None:

@@ -212,7 +212,7 @@ BAD: list[tuple[str, str, Any, int, str]] = [
     ("/v1/completions", "negative temperature", {"model": "tiny-student", "prompt": "a", "temperature": -1}, 422,
      "temperature"),
     ("/v1/completions", "logprobs", {"model": "tiny-student", "prompt": "a", "logprobs": 5}, 422, "logprobs"),
-    ("/v1/completions", "prompt too long", {"model": "tiny-student", "prompt": "x" * 32001}, 422, "prompt"),
+    ("/v1/completions", "prompt too long", {"model": "tiny-student", "prompt": "x" * 100_001}, 422, "prompt"),
     ("/v1/chat/completions", "no messages", {"model": "tiny-student", "messages": []}, 422, "messages"),
     ("/v1/chat/completions", "bad role", {"model": "tiny-student", "messages": [{"role": "robot", "content": "a"}]},
      422, "messages[0].role"),
@@ -296,26 +296,39 @@ def test_auth_off_needs_no_key(client: httpx.Client) -> None:
 
 
 # shutdown (last) --------------------------------------------------------------------
-def _serve_processes() -> list[str]:
-    """Serve actors among this test cluster's processes (ray.init started them under this process)."""
-    names = []
+def _serve_pids() -> list[int]:
+    """Serve actor processes of this test cluster (ray.init started it under this process)."""
+    pids = []
     for p in psutil.Process(os.getpid()).children(recursive=True):
         try:
-            title = " ".join(p.cmdline())
+            if any(n in " ".join(p.cmdline()) for n in SERVE_ACTORS):
+                pids.append(p.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        names.extend(n for n in SERVE_ACTORS if n in title)
-    return names
+    return pids
+
+
+def _running(pids: list[int]) -> list[int]:
+    """Still running, wherever re-parented (an orphan would no longer be our descendant)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return out
 
 
 def test_shutdown_leaves_no_serve_actor_or_process(served: launch.Endpoint) -> None:
     if "secured" in serve.status().applications:
         serve.delete("secured")
-    assert _serve_processes()  # the check below can see them while they run
+    pids = _serve_pids()
+    assert len(pids) >= 4  # controller, proxy, ingress and model replicas
     launch.stop(served.app_name)
     named = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
     assert not [n for n in named if "SERVE" in n.upper()], named
     deadline = time.monotonic() + 30
-    while _serve_processes() and time.monotonic() < deadline:
+    while _running(pids) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _serve_processes() == []
+    assert _running(pids) == [] and _serve_pids() == []

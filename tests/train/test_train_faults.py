@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import ray
 from train_helpers import knowdist_rows, train_config, write_stage_data
 
@@ -21,7 +22,7 @@ from sentidistill.config import dump_config
 from sentidistill.rundir import RunDir
 from sentidistill.stages import train
 
-STEPS = 16
+STEPS = 10
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -85,10 +86,16 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, tiny_model, ray_local):
     restarts = [r for r in rows if r["resumed_from"] > 0]
     assert restarts, "no metrics row came from a resumed attempt"
     assert restarts[0]["step"] == restarts[0]["resumed_from"] + 1  # picked up right after the checkpoint
+    first_attempt = {r["step"]: r["loss"] for r in rows if r["resumed_from"] == 0}
+    redone = [r for r in restarts if r["step"] in first_attempt]
+    assert redone, "no step was trained in both attempts"
+    for r in redone:  # weights, optimizer, LR schedule and data position all came back exactly
+        assert r["loss"] == pytest.approx(first_attempt[r["step"]], rel=1e-5)
     assert manifest.extra["resumed_from_step"] >= 2  # the final attempt started from a checkpoint, not step 0
     assert (tmp_path / "train" / "knowdist" / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # a second driver process; a few minutes on 2 shared cores
 def test_rerun_after_driver_crash_resumes(tmp_path, tiny_model, ray_local):
     cfg = _config(tmp_path, tiny_model, "train.max_failures=0")
     config_file = tmp_path / "config.yaml"

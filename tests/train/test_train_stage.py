@@ -105,3 +105,28 @@ def test_missing_inputs_are_named(tmp_path, tiny_model):
     write_stage_data(tmp_path, "icldist", icldist_rows(), with_manifest=False)
     with pytest.raises(StageInputError, match="train/knowdist.*missing.*--stage knowdist"):
         train.run(cfg, "icldist")
+
+
+def test_lora_zero3_unpacked_from_pruned_init(tmp_path, tiny_model, ray_local):
+    """Other switches in one short run: a layer-pruned student init, LoRA merged on export, ZeRO-3 gather,
+    no packing, gradient checkpointing; icldist alone starts from that base student."""
+    write_stage_data(tmp_path, "icldist", icldist_rows(), with_manifest=False)
+    cfg = train_config(tmp_path, tiny_model, tmp_path / "cache", "train.student=null", "train.knowdist.enabled=false",
+                       f"train.init={{from_model: {tiny_model}, num_layers: 1}}",
+                       "train.lora={r: 4, alpha: 8, dropout: 0.0}", "train.zero_stage=3", "train.packing=false",
+                       "train.gradient_checkpointing=true", "train.icldist.max_steps=2", "train.lr=1e-2")
+    (manifest,) = train.run(cfg, "all")
+    assert manifest.status == "complete" and manifest.counts["packed"] is False
+    assert manifest.counts["rows"] == manifest.counts["train_examples"] == 8  # one example per row
+    assert any("knowdist.enabled is false" in n for n in manifest.extra["notes"])
+    (init,) = (tmp_path / "train" / "student-init").iterdir()
+    assert manifest.extra["student"] == str(init)
+    assert AutoModelForCausalLM.from_pretrained(init).config.num_hidden_layers == 1
+    folder = tmp_path / "train" / "icldist" / "model"
+    assert not (folder / "adapter_config.json").exists()
+    trained = dict(AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).named_parameters())
+    base = dict(AutoModelForCausalLM.from_pretrained(init, use_safetensors=True).named_parameters())
+    assert trained.keys() == base.keys()  # a plain 1-layer model: adapters merged, no peft names left
+    changed = {n for n in base if not torch.equal(base[n], trained[n])}
+    assert changed and all(n.endswith("proj.weight") for n in changed)  # only LoRA targets moved
+    assert "model.embed_tokens.weight" not in changed

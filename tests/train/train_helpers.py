@@ -76,6 +76,6 @@ def train_config(run_dir: Path, student: Path, cache: Path, *overrides: str) -> 
         f"run_dir={run_dir}", f"cache_dir={cache}", f"train.student={student}", "train.lr=2e-3",
         "train.micro_batch_size=1", "train.effective_batch_size=2", "train.num_workers=2", "train.max_seq_len=160",
         "train.zero_stage=2", "train.checkpoint_every_steps=4", "train.keep_checkpoints=2", "train.max_failures=1",
-        "train.warmup_ratio=0.1", "train.pack_window=64",
+        "train.warmup_ratio=0.1", "train.pack_window=64", "train.log_every_steps=1",
     ]
     return load_config(None, [*base, *overrides])

@@ -34,17 +34,17 @@ def serve_blocking(cfg: PipelineConfig, model: str | None = None) -> None:
     """Serve in the foreground until Ctrl-C or SIGTERM, then delete the app (and Serve, if nothing else runs)."""
     from sentidistill.serving import launch
 
-    endpoint = launch.start(cfg, model)
-    _print_endpoint(endpoint, cfg)
-    console.print("Ctrl-C stops serving.")
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        endpoint = launch.start(cfg, model)
+        _print_endpoint(endpoint, cfg)
+        console.print("Ctrl-C stops serving.")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         console.print("stopping...")
-    finally:
-        launch.stop(endpoint.app_name)
+    finally:  # also after an interrupted start: a joined cluster must not keep a half-deployed app
+        launch.stop(cfg.serve.app_name)
 
 
 @app.command("serve")

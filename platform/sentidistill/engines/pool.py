@@ -9,8 +9,10 @@ from sentidistill.config import EngineConfig
 
 def map_batches_kwargs(cfg: EngineConfig) -> dict[str, Any]:
     """kwargs for `Dataset.map_batches(UDFClass, **kwargs)` that run `cfg.concurrency` engine actors."""
+    from ray.data import ActorPoolStrategy
+
     kwargs: dict[str, Any] = {
-        "concurrency": cfg.concurrency,
+        "compute": ActorPoolStrategy(size=cfg.concurrency),
         "batch_size": cfg.batch_size,
         "num_cpus": cfg.num_cpus,
         "num_gpus": cfg.num_gpus,

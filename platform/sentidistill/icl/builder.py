@@ -49,7 +49,7 @@ class Item:
     variant_key: str
     prompt: str
     gold: str
-    texts: tuple[str, ...]  # every text placed in the prompt or target: what the leakage guard reads
+    inputs: tuple[str, ...]  # the texts the prompt is made of, and the prompt: what the leakage guard reads
     meta: dict[str, Any] = field(hash=False)
     task: TaskSpec | None = None
     query: Example | None = None
@@ -107,7 +107,7 @@ def task_items(pool: Pool, n: int, icl: ICLDistConfig) -> list[Item]:
         key = variant.key()
         items.append(Item(
             id=pair_id(query.id, key), source_id=query.id, perspective=task.name, variant_key=key,
-            prompt=prompt, gold=gold, texts=(query.text, *(d.text for d in demos), prompt, gold),
+            prompt=prompt, gold=gold, inputs=(query.text, *(d.text for d in demos), prompt),
             meta={"task": task.name, "query_id": query.id, "demo_ids": [d.id for d in demos]},
             task=task, query=query, variant=variant,
         ))
@@ -159,7 +159,7 @@ def general_items(rows: list[dict[str, Any]], n: int, seed: int) -> list[Item]:
         items.append(Item(
             id=pair_id(row["source_id"], GENERAL_VARIANT), source_id=row["source_id"], perspective=GENERAL,
             variant_key=GENERAL_VARIANT, prompt=prompt, gold=gold,
-            texts=(row["instruction"], row.get("input", ""), prompt, gold), meta={"file": row["file"]},
+            inputs=(row["instruction"], row.get("input", ""), prompt), meta={"file": row["file"]},
         ))
     return items
 

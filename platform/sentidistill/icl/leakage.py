@@ -8,7 +8,9 @@ sentence of one task can sit in another task's train file) is indexed twice:
 - by its first words, for sentences of at least `min_words` words: catches a test sentence
   inside a longer text (a general-instruction input, a review that quotes it, a target).
 Short sentences are not searched inside texts: "you get what you pay for" is an OpeNER test
-item and an everyday idiom.
+item and an everyday idiom. Whole-text matching applies to INPUTS (the texts a prompt is made
+of); answers are only searched for long sentences: Rest16 has test items such as "Excellent",
+"not bad" and "no", and a teacher answering "no" reveals nothing about a test item.
 """
 
 from __future__ import annotations
@@ -69,9 +71,9 @@ class LeakageGuard:
     def __len__(self) -> int:
         return len(self._exact)
 
-    def find(self, text: str) -> Example | None:
-        """The test item `text` is, or contains (long sentences only); None when clean."""
-        hit = self._exact.get(normalize(text))
+    def find(self, text: str, whole_text: bool = True) -> Example | None:
+        """The test item `text` is (with whole_text), or contains (long sentences only); None when clean."""
+        hit = self._exact.get(normalize(text)) if whole_text else None
         if hit is not None:
             return hit
         words = _WORD.findall(text.lower())
@@ -82,18 +84,17 @@ class LeakageGuard:
                     return ex
         return None
 
-    def leaks(self, items: Iterable[tuple[str, str, Sequence[str]]]) -> list[Leak]:
-        """(task, row id, texts) -> every text that is or contains a test item."""
+    def leaks(self, items: Iterable[tuple[str, str, Sequence[str], Sequence[str]]]) -> list[Leak]:
+        """(task, row id, input texts, target texts) -> the rows where a text is or holds a test item."""
         out = []
-        for task, row_id, texts in items:
-            for text in texts:
-                ex = self.find(text) if text else None
-                if ex is not None:
-                    out.append(Leak(task, row_id, ex.id, ex.text))
-                    break
+        for task, row_id, inputs, targets in items:
+            hits = [self.find(t) for t in inputs if t] + [self.find(t, whole_text=False) for t in targets if t]
+            ex = next((hit for hit in hits if hit is not None), None)
+            if ex is not None:
+                out.append(Leak(task, row_id, ex.id, ex.text))
         return out
 
-    def check(self, items: Iterable[tuple[str, str, Sequence[str]]]) -> None:
+    def check(self, items: Iterable[tuple[str, str, Sequence[str], Sequence[str]]]) -> None:
         """Raise StageInputError listing up to 10 offending (task, row id, sentence) items."""
         found = self.leaks(items)
         if found:

@@ -6,7 +6,7 @@ one evaluation scores. A teacher that goes on inventing the next demonstration i
 first answer line (the line the task's parser reads); the raw completion stays in `meta`.
 
 QC, first failing reason wins: the shared `QualityFilter` (empty, truncated, refused,
-repetitive) -> 'test_leak' (the answer holds a SentiBench test sentence) -> 'unparseable' (the
+repetitive) -> 'test_leak' (the answer holds a long SentiBench test sentence) -> 'unparseable' (the
 task's parser cannot read it; with quality.run_checks) -> 'disagrees_with_gold' (target
 teacher_agree_gold only). Agreement is recorded for every teacher answer (classify: label
 equality; extract: exact tuple-set equality plus tuple counts for a micro-F1), whatever the target.
@@ -71,7 +71,7 @@ class Judge:
         meta = dict(item.meta)
         if trimmed:
             meta["raw_response"] = completion
-        if verdict == KEPT and self.guard.find(answer) is not None:
+        if verdict == KEPT and self.guard.find(answer, whole_text=False) is not None:
             verdict = TEST_LEAK
         if item.task is not None:
             parsed = parse_output(item.task, answer, item.variant)

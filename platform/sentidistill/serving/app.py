@@ -43,22 +43,23 @@ def _absolute(path: str) -> str:
 
 
 def final_student(cfg: PipelineConfig) -> str:
-    """The run's last trained student (ICLDist's export, else KnowDist's); a clear error if not trained."""
-    rd = RunDir(_absolute(cfg.run_dir))
-    stage = "icldist" if cfg.train.icldist.enabled else "knowdist"
-    if not rd.exists(f"train/{stage}/model/config.json"):
-        raise ModelNotFoundError(f"serve.model is not set and the run has no trained student at "
-                                 f"{rd.uri(f'train/{stage}/model')}; train it first "
-                                 f"(`sentidistill train CONFIG`) or pass --model")
-    return rd.uri(f"train/{stage}/model")
+    """The run's last trained student (the pipeline's choice); a clear error if it was not trained yet."""
+    from sentidistill.stages.pipeline import final_student as pipeline_final_student
+
+    ref = pipeline_final_student(cfg, RunDir(_absolute(cfg.run_dir)))
+    if not RunDir(ref).exists("config.json"):
+        raise ModelNotFoundError(f"serve.model is not set and the run has no trained student at {ref}; "
+                                 "train it first (`sentidistill train CONFIG`) or pass --model")
+    return ref
 
 
 def app_settings(cfg: PipelineConfig, model: str | None = None) -> AppSettings:
     """Resolve what to serve (default: serve.model, else the run's final student) and under which name."""
     given = model or cfg.serve.model
     ref = _absolute(given) if given else final_student(cfg)
+    tasks = cfg.tasks.model_copy(update={"extra_files": [_absolute(f) for f in cfg.tasks.extra_files]})
     cfg = cfg.model_copy(update={"data_dir": cfg.data_dir and _absolute(cfg.data_dir),
-                                 "cache_dir": cfg.cache_dir and _absolute(cfg.cache_dir)})
+                                 "cache_dir": cfg.cache_dir and _absolute(cfg.cache_dir), "tasks": tasks})
     served_name = cfg.serve.served_model_name or cfg.serve.engine.name or given or ref
     return AppSettings(cfg=cfg, model_ref=ref, served_name=served_name)
 

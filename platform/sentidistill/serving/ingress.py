@@ -28,9 +28,6 @@ from sentidistill.serving.tasks import ServedTasks
 
 log = logging.getLogger("ray.serve")
 
-HEALTH_TIMEOUT_S = 5.0  # a health probe must answer fast; a loading or scaled-to-zero model is "not ready"
-
-
 @dataclass(frozen=True)
 class AppSettings:
     """What the ingress needs besides the model handle: the config and the served model's identity."""
@@ -43,9 +40,10 @@ class AppSettings:
 class HandleBackend:
     """The routes' view of the model deployment: typed calls, timeouts, and faults turned into ApiErrors."""
 
-    def __init__(self, handle: DeploymentHandle, timeout_s: float, metrics: ServeMetrics):
+    def __init__(self, handle: DeploymentHandle, timeout_s: float, health_timeout_s: float, metrics: ServeMetrics):
         self.handle = handle
         self.timeout_s = timeout_s
+        self.health_timeout_s = health_timeout_s
         self.metrics = metrics
 
     async def _call(self, method: str, timeout_s: float, *args: Any) -> Any:
@@ -77,7 +75,7 @@ class HandleBackend:
 
     async def info(self) -> dict[str, str]:
         try:
-            return await self._call("info", min(HEALTH_TIMEOUT_S, self.timeout_s))
+            return await self._call("info", self.health_timeout_s)
         except ApiError as e:
             raise ApiError(503, f"not ready: no model replica answered ({e.message})", code="not_ready") from None
 
@@ -88,12 +86,12 @@ class Ingress:
     """Loads the served tasks' train pools and the API key once per replica; builds the FastAPI app."""
 
     def __init__(self, model: DeploymentHandle, settings: AppSettings):
-        cfg = settings.cfg
+        cfg, s = settings.cfg, settings.cfg.serve
         metrics = ServeMetrics()
         self.ctx = ApiContext(
-            cfg=cfg.serve, served_name=settings.served_name, model_ref=settings.model_ref,
-            tasks=ServedTasks.load(cfg), model=HandleBackend(model, cfg.serve.request_timeout_s, metrics),
-            metrics=metrics, key=load_key(cfg.serve.api_key_env), started=int(time.time()),
+            cfg=s, served_name=settings.served_name, model_ref=settings.model_ref, tasks=ServedTasks.load(cfg),
+            model=HandleBackend(model, s.request_timeout_s, s.health_timeout_s, metrics), metrics=metrics,
+            key=load_key(s.api_key_env), started=int(time.time()),
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -66,9 +66,19 @@ def start(cfg: PipelineConfig, model: str | None = None, *, detach: bool = False
 
 
 def stop(app_name: str) -> None:
-    """Delete the app; shut Serve down (controller, proxies) when no other app is left on the cluster."""
-    from ray import serve
+    """Delete the app; shut Serve down (controller, proxies) when no other app is left on the cluster.
 
-    serve.delete(app_name)
+    A no-op when Ray or Serve is not running (stopping after a failed start must not start Ray).
+    """
+    import ray
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    if not ray.is_initialized():
+        return
+    try:
+        serve.delete(app_name)
+    except RayServeException:  # no Serve instance on this cluster
+        return
     if not serve.status().applications:
         serve.shutdown()

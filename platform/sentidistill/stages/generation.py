@@ -26,6 +26,7 @@ REQUIRED_COLUMNS: dict[str, str] = {
     "seed": "Sampling seed (int).",
 }
 OPTIONAL_COLUMNS = ("source_id", "source_text")  # passed on to the engine (replay looks answers up by them)
+STOP_COLUMN = "stop"  # optional JSON list of stop strings (ICL answers end at the first newline)
 
 
 def _rows(batch: Any) -> list[dict[str, Any]]:
@@ -50,6 +51,7 @@ def to_request(row: dict[str, Any]) -> GenerationRequest:
         prompt=row["prompt"], messages=json.loads(messages) if messages is not None else None,
         max_new_tokens=int(row["max_new_tokens"]), temperature=float(row["temperature"]),
         top_p=float(row["top_p"]), seed=int(row["seed"]),
+        stop=json.loads(row[STOP_COLUMN]) if row.get(STOP_COLUMN) else [],
         **{k: row[k] for k in OPTIONAL_COLUMNS if row.get(k) is not None},
     )
 

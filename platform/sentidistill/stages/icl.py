@@ -93,6 +93,9 @@ def work_row(cfg: PipelineConfig, item: Item) -> dict[str, Any]:
         "variant": item.variant_key, "messages": None, "prompt": item.prompt, "gold": item.gold,
         "meta": json.dumps(item.meta, ensure_ascii=False), "max_new_tokens": icl.max_new_tokens,
         "temperature": icl.temperature, "top_p": icl.top_p, "seed": icl.seed,
+        # Task answers are one line (a label or a tuple list): stop there instead of letting the
+        # teacher invent the next demonstration. General instruction answers may span lines.
+        "stop": json.dumps(["\n"]) if item.task is not None else None,
     }
 
 
@@ -126,7 +129,7 @@ def run(cfg: PipelineConfig, *, force: bool = False) -> Manifest:
 
     guard = LeakageGuard.from_registry(registry, icl.leak_min_words)
     items, pools, wanted = build_items(cfg, registry, tasks, guard)
-    guard.check((it.perspective, it.source_id, it.texts) for it in items)
+    guard.check((it.perspective, it.source_id, it.inputs, (it.gold,)) for it in items)
     folder = StageFolder(rd, STAGE)
     folder.set_aside(chash, inputs, force)
     with rd.stage_run(STAGE, chash, inputs, dump_config(cfg)) as manifest:

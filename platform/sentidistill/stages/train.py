@@ -87,34 +87,24 @@ def run_stage(cfg: PipelineConfig, stage: Stage, *, force: bool = False,
     with rd.stage_run(folder, chash, plan.inputs, dump_config(cfg)) as manifest:
         train, st = cfg.train, cfg.train.stage(stage)
         student = plan.student or build_init(cfg, rd)
-        tok_spec = TokenizeSpec(student=student, cache_dir=cfg.cache_dir, max_seq_len=train.max_seq_len,
+        cache = student_cache(cfg, student, plan.inputs.get("train:knowdist", config_hash(student)))
+        tok_spec = TokenizeSpec(student=student, cache_dir=cache, max_seq_len=train.max_seq_len,
                                 apply_chat_template=train.apply_chat_template,
                                 trust_remote_code=train.trust_remote_code)
-        packing = train.packing and _supports_packing(student, cfg)
+        packing = train.packing and _supports_packing(student, cache, train.trust_remote_code)
         data = prepare(plan.data_uri, tok_spec, packing=packing, pack_window=train.pack_window, seed=train.seed,
                        replay_uri=plan.replay_uri, replay_share=st.replay_share)
         ds_cfg = deepspeed_config(train)
         rd.write_json(f"{folder}/deepspeed.json", ds_cfg)
-        steps_per_epoch, total_steps = step_budget(data.counts["rows"], train, st.epochs or train.epochs,
-                                                   st.max_steps)
-        spec = LoopSpec(
-            stage=stage, student=student, cache_dir=cfg.cache_dir, trust_remote_code=train.trust_remote_code,
-            attn_implementation=train.attn_implementation, gradient_checkpointing=train.gradient_checkpointing,
-            lora=train.lora.model_dump() if train.lora else None, deepspeed=ds_cfg, lr=st.lr or train.lr,
-            weight_decay=train.weight_decay, lr_schedule=train.lr_schedule, warmup_ratio=train.warmup_ratio,
-            total_steps=total_steps, steps_per_epoch=steps_per_epoch, grad_accum=grad_accum_steps(train),
-            micro_batch_size=train.micro_batch_size, packed=packing,
-            packing_efficiency=data.counts["packing_efficiency"],
-            checkpoint_every_steps=train.checkpoint_every_steps, log_every_steps=train.log_every_steps,
-            seed=train.seed, run_dir=rd.uri(), metrics_rel=f"{folder}/metrics.jsonl", model_rel=f"{folder}/model",
-        )
-        log.info("train %s: %d steps (%d per epoch) on %d workers, from %s", stage, total_steps, steps_per_epoch,
-                 train.num_workers, plan.started_from)
+        spec = loop_spec(cfg, stage, rd, student=student, cache=cache, packing=packing, ds_cfg=ds_cfg,
+                         rows=data.counts["rows"], packing_efficiency=data.counts["packing_efficiency"])
+        log.info("train %s: %d steps (%d per epoch) on %d workers, from %s", stage, spec.total_steps,
+                 spec.steps_per_epoch, train.num_workers, plan.started_from)
         with MetricsWatcher(rd, spec.metrics_rel, on_metrics):
             result = fit(spec, data.dataset, train, rd.uri("train/ray"))
         summary = result.return_value or {}
-        manifest.counts = {**data.counts, "steps": summary.get("final_step", total_steps),
-                           "total_steps": total_steps, "steps_per_epoch": steps_per_epoch}
+        manifest.counts = {**data.counts, "steps": summary.get("final_step", spec.total_steps),
+                           "total_steps": spec.total_steps, "steps_per_epoch": spec.steps_per_epoch}
         manifest.extra = {
             "student": student, "started_from": plan.started_from, "init_digest": summary.get("init_digest"),
             "resumed_from_step": summary.get("resumed_from", 0), "final_metrics": summary.get("last_metrics", {}),
@@ -130,6 +120,23 @@ def run_stage(cfg: PipelineConfig, stage: Stage, *, force: bool = False,
         }))
         manifest.outputs = ["model", "metrics.jsonl", "deepspeed.json", "config.yaml"]
     return manifest
+
+
+def loop_spec(cfg: PipelineConfig, stage: Stage, rd: RunDir, *, student: str, cache: str | None, packing: bool,
+              ds_cfg: dict, rows: int, packing_efficiency: float) -> LoopSpec:
+    """What every worker runs: the stage's resolved settings and step budget, as plain values."""
+    train, st = cfg.train, cfg.train.stage(stage)
+    steps_per_epoch, total_steps = step_budget(rows, train, st.epochs or train.epochs, st.max_steps)
+    return LoopSpec(
+        stage=stage, student=student, cache_dir=cache, trust_remote_code=train.trust_remote_code,
+        attn_implementation=train.attn_implementation, gradient_checkpointing=train.gradient_checkpointing,
+        lora=train.lora.model_dump() if train.lora else None, deepspeed=ds_cfg, lr=st.lr or train.lr,
+        weight_decay=train.weight_decay, lr_schedule=train.lr_schedule, warmup_ratio=train.warmup_ratio,
+        total_steps=total_steps, steps_per_epoch=steps_per_epoch, grad_accum=grad_accum_steps(train),
+        micro_batch_size=train.micro_batch_size, packed=packing, packing_efficiency=packing_efficiency,
+        checkpoint_every_steps=train.checkpoint_every_steps, log_every_steps=train.log_every_steps,
+        seed=train.seed, run_dir=rd.uri(), metrics_rel=f"train/{stage}/metrics.jsonl", model_rel=f"train/{stage}/model",
+    )
 
 
 def plan_stage(cfg: PipelineConfig, rd: RunDir, stage: Stage) -> Plan:
@@ -207,10 +214,21 @@ def step_budget(rows: int, train: TrainConfig, epochs: float, max_steps: int | N
     return steps_per_epoch, min(total, max_steps) if max_steps else total
 
 
-def _supports_packing(student: str, cfg: PipelineConfig) -> bool:
+def student_cache(cfg: PipelineConfig, student: str, version: str) -> str | None:
+    """Cache root for loading the student: per version for cloud folders.
+
+    resolve_model caches a cloud folder by its URI, but train/knowdist/model on s3:// is
+    rewritten whenever stage 1 retrains; a versioned cache root never serves stale weights.
+    """
+    if "://" not in student:
+        return cfg.cache_dir
+    return str(default_cache_dir(cfg.cache_dir) / "students" / version)
+
+
+def _supports_packing(student: str, cache: str | None, trust_remote_code: bool) -> bool:
     from sentidistill.training.data import supports_packing
 
-    ok = supports_packing(str(resolve_model(student, default_cache_dir(cfg.cache_dir))), cfg.train.trust_remote_code)
+    ok = supports_packing(str(resolve_model(student, default_cache_dir(cache))), trust_remote_code)
     if not ok:
         log.warning("student %s does not support position_ids packing: one example per row, bucketed", student)
     return ok

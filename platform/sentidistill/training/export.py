@@ -105,7 +105,8 @@ A compact sentiment-analysis model distilled with SentiDistill, stage **{lineage
 
 ## Training
 - Steps: {m.get('step', 0)} of {m.get('total_steps', 0)}, final loss {m.get('loss', 'n/a')}
-- Ray Train workers: {lineage['num_workers']}, DeepSpeed ZeRO stage {lineage['zero_stage']}, precision {lineage['precision']}
+- Ray Train workers: {lineage['num_workers']}, DeepSpeed ZeRO stage {lineage['zero_stage']},
+  precision {lineage['precision']}
 
 | count | value |
 |---|---|

