@@ -156,9 +156,10 @@ def test_custom_yaml_task_end_to_end_through_the_cli(tmp_path: Path, tiny_model:
 
 def test_labels_sharing_a_first_token_fail_before_any_scoring(tmp_path: Path, tiny_model: Path,
                                                                ray_local) -> None:
-    clash = REVIEWS_YAML.replace("name: my_reviews", "name: unsure").replace("[bad, good]", "[not intimate, not sure]") \
-        .replace('{"0": bad, "1": good}', '{"0": not intimate, "1": not sure}') \
-        .replace("['bad', 'good']", "['not intimate', 'not sure']")
+    clash = (REVIEWS_YAML.replace("name: my_reviews", "name: unsure")
+             .replace("[bad, good]", "[not intimate, not sure]")
+             .replace('{"0": bad, "1": good}', '{"0": not intimate, "1": not sure}')
+             .replace("['bad', 'good']", "['not intimate', 'not sure']"))
     task_file = write_task(tmp_path / "tasks", clash, "unsure")
     cfg = PipelineConfig.model_validate({
         "run_dir": str(tmp_path / "run"), "train": {"student": "unused"},

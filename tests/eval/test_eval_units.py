@@ -172,9 +172,10 @@ def fake_metrics(registry: TaskRegistry, slug: str, results: list[dict[str, Any]
 
 
 def test_seed_means_categories_and_sentibench_by_hand(registry: TaskRegistry) -> None:
-    m = fake_metrics(registry, "a", [part_file("imdb", 42, 0.5, accuracy=0.5), part_file("imdb", 52, 0.7, accuracy=0.75),
-                                     part_file("sst2", 42, 0.9), part_file("sst2", 52, 0.9),
-                                     part_file("atsa_rest16", 42, 0.2), part_file("atsa_rest16", 52, 0.4)])
+    m = fake_metrics(registry, "a", [
+        part_file("imdb", 42, 0.5, accuracy=0.5), part_file("imdb", 52, 0.7, accuracy=0.75),
+        part_file("sst2", 42, 0.9), part_file("sst2", 52, 0.9),
+        part_file("atsa_rest16", 42, 0.2), part_file("atsa_rest16", 52, 0.4)])
     imdb = m["tasks"]["imdb"]
     assert imdb["mean"] == pytest.approx(0.6) and imdb["std"] == pytest.approx(0.1) and imdb["n_seeds"] == 2
     assert imdb["means"]["accuracy"] == pytest.approx(0.625) and set(imdb["seeds"]) == {"42", "52"}

@@ -117,7 +117,9 @@ class HFEngine(Engine):
             mask = enc["attention_mask"]
             # Left padding: positions must count real tokens only, or rotary offsets shift the logits.
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos).logits
+            # logits_to_keep=1: only the last position's logits are computed (same numbers, far less memory).
+            logits = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
+                                logits_to_keep=1).logits
             out.extend(logits[:, -1, ids].float().tolist())
         return out
 

@@ -58,7 +58,8 @@ def part_result(part: Part, inputs: TaskInputs, items: list[dict[str, Any]], out
         parsed_all.append(parsed)
         records.append({
             "task": task.name, "seed": part.seed, "idx": item["idx"], "id": ex.id,
-            "prompt_sha256": prompt_hash(item["prompt"]), "prompt_tokens": out["prompt_tokens"] or item["length"],
+            "prompt_sha256": prompt_hash(item["prompt"]),
+            "prompt_tokens": out["prompt_tokens"] or item["prompt_tokens"],
             "raw_output": raw, "scores": scores, "parsed": _jsonable(parsed.value), "parse_failed": parsed.failed,
             "gold": _jsonable(ex.gold), "correct": agrees(task, ex, parsed), "finish_reason": out["finish_reason"],
         })

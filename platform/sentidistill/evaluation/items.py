@@ -107,14 +107,15 @@ def part_items(part: Part, inputs: TaskInputs, protocol: Protocol) -> list[dict[
 
 
 def measure(items: list[dict[str, Any]], tokenizer: Any | None) -> None:
-    """Set each item's `length`: prompt tokens with the model's tokenizer, characters without one."""
+    """Set each item's `prompt_tokens` (None without a local tokenizer) and its sort `length`:
+    tokens with the model's tokenizer, characters without one (endpoints)."""
     if tokenizer is None:
         for item in items:
-            item["length"] = len(item["prompt"])
+            item["prompt_tokens"], item["length"] = None, len(item["prompt"])
         return
     ids = tokenizer([item["prompt"] for item in items])["input_ids"]
     for item, toks in zip(items, ids, strict=True):
-        item["length"] = len(toks)
+        item["prompt_tokens"] = item["length"] = len(toks)
 
 
 def batch_order(items: list[dict[str, Any]], parts: list[Part]) -> list[dict[str, Any]]:

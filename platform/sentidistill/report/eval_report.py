@@ -141,7 +141,7 @@ def print_eval_table(console: Any, rd: RunDir, slugs: list[str]) -> None:
     from rich.table import Table
 
     comp = comparison(rd, slugs)
-    table = Table(title="SentiBench (x100, mean over seeds)", header_style="bold")
+    table = Table(title="SentiBench x100", caption="mean over seeds", header_style="bold")
     table.add_column("task")
     for slug in comp["models"]:
         table.add_column(slug, justify="right")

@@ -174,20 +174,21 @@ def _score(cfg: PipelineConfig, engine: EngineConfig, rd: RunDir, stage: str, to
     return stats
 
 
-def _load_inputs(cfg: PipelineConfig, tasks: list[TaskSpec]) -> dict[str, TaskInputs]:
-    out = {}
+def _load_inputs(cfg: PipelineConfig, tasks: list[TaskSpec], cache: dict[str, TaskInputs]) -> dict[str, TaskInputs]:
+    """Demonstration pools and test items, read once per run however many models are scored."""
     for task in tasks:
+        if task.name in cache:
+            continue
         test = load_split(task, "test", cfg.data_dir, cfg.cache_dir, limit=cfg.eval.limit)
         if not test:
             raise StageInputError(f"task {task.name!r}: the test split has no rows")
-        out[task.name] = TaskInputs(task, load_split(task, "train", cfg.data_dir, cfg.cache_dir), test)
-    return out
+        cache[task.name] = TaskInputs(task, load_split(task, "train", cfg.data_dir, cfg.cache_dir), test)
+    return cache
 
 
 def _write_outputs(cfg: PipelineConfig, rd: RunDir, stage: str, slug: str, ref: str, parts: list[Part],
                    tasks: list[TaskSpec], benchmark: list[TaskSpec], chash: str) -> dict[str, Any]:
     """Aggregate the part files that exist into predictions.jsonl, metrics.json/md and scores.png."""
-
     results = [rd.read_json(f"{stage}/{p.rel}") for p in parts if rd.exists(stage, p.rel)]
     ev, engine = cfg.eval, cfg.eval.engine
     meta = {
@@ -207,7 +208,8 @@ def _write_outputs(cfg: PipelineConfig, rd: RunDir, stage: str, slug: str, ref: 
 
 
 def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: list[TaskSpec],
-                   benchmark: list[TaskSpec], force: bool = False) -> Manifest:
+                   benchmark: list[TaskSpec], force: bool = False,
+                   data: dict[str, TaskInputs] | None = None) -> Manifest:
     """Score one model into eval/<slug>; a complete stage with every part present is returned as is."""
     stage = f"{ROOT}/{slug}"
     engine = model_engine(cfg.eval.engine, ref)
@@ -222,6 +224,9 @@ def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: 
         log.info("eval/%s: complete for this model and config (%s); nothing to do", slug, rd.uri(stage))
         return done
     with rd.stage_run(stage, chash, inputs, dump_config(cfg)) as manifest:
+        for leftover in rd.list_files(f"{stage}/parts"):  # temp files of writes killed before their rename
+            if ".tmp-" in leftover:
+                rd.delete(f"{stage}/parts/{leftover}")
         log.info("eval/%s: %d of %d (task, seed) parts to score", slug, len(missing), len(parts))
         stats: dict[str, Any] = {"parts_scored": 0, "items_scored": 0, "errors": 0, "error_samples": []}
         if missing:
@@ -232,7 +237,8 @@ def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: 
             elif cfg.eval.prompt_variant == "chat" and any(t.kind == "classify" for t in need):
                 raise ConfigError("eval.prompt_variant: 'chat' needs the model's tokenizer to score labels; "
                                   f"engine {engine.kind!r} has none here (use 'raw', or the hf / vllm engine)")
-            stats = _score(cfg, engine, rd, stage, missing, _load_inputs(cfg, need), tokenizer)
+            stats = _score(cfg, engine, rd, stage, missing, _load_inputs(cfg, need, {} if data is None else data),
+                           tokenizer)
         metrics = _write_outputs(cfg, rd, stage, slug, ref, parts, tasks, benchmark, chash)
         absent = [p.name for p in parts if not rd.exists(stage, p.rel)]
         sb = metrics["sentibench"]
@@ -244,7 +250,8 @@ def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: 
         }
         manifest.outputs = ["predictions.jsonl", "metrics.json", "metrics.md", "scores.png", *(p.rel for p in parts)]
         manifest.timings["score_s"] = stats.get("score_s", 0.0)
-        manifest.extra = {"model": ref, "engine": engine.kind, "missing": absent, "error_samples": stats["error_samples"]}
+        manifest.extra = {"model": ref, "engine": engine.kind, "missing": absent,
+                          "error_samples": stats["error_samples"]}
     if absent:
         log.warning("eval/%s: %d parts have no result yet (%d engine errors, e.g. %s); run the same command again "
                     "to score them", slug, len(absent), stats["errors"], stats["error_samples"][:1])
@@ -265,7 +272,9 @@ def run(cfg: PipelineConfig, models: dict[str, str] | list[str] | None = None, *
     registry = load_registry(cfg)
     tasks = registry.select(cfg.eval.tasks, field="eval.tasks")
     rd = RunDir(cfg.run_dir)
-    return [evaluate_model(cfg, rd, slug, ref, tasks, registry.benchmark(), force) for slug, ref in targets.items()]
+    data: dict[str, TaskInputs] = {}
+    return [evaluate_model(cfg, rd, slug, ref, tasks, registry.benchmark(), force, data)
+            for slug, ref in targets.items()]
 
 
 __all__ = ["evaluate_model", "model_engine", "parse_models", "plan_parts", "run", "slugify"]
