@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
@@ -162,17 +162,26 @@ class Row:
     unit: str = ""
     target: float | None = None
     lower_is_better: bool = False
+    target_on: Literal["ratio", "ours"] = "ratio"  # "ours": the target is an absolute floor on ours (e.g. 95%)
+    check: bool = False  # a correctness check shown beside the speeds (accuracy): no ratio
 
     @property
-    def ratio(self) -> float:
+    def ratio(self) -> float | None:
         num, den = (self.baseline, self.ours) if self.lower_is_better else (self.ours, self.baseline)
-        return round(num / den, 3) if den else 0.0
+        return None if self.check or not den else round(num / den, 3)
 
     @property
     def verdict(self) -> str:
         if self.target is None:
             return ""
-        return "met" if self.ratio >= self.target else "MISSED"
+        value = self.ours if self.target_on == "ours" else self.ratio
+        return "met" if value is not None and value >= self.target else "MISSED"
+
+    @property
+    def target_text(self) -> str:
+        if self.target is None:
+            return "-"
+        return f"ours >= {self.target:g}" if self.target_on == "ours" else f">= {self.target:g}"
 
 
 def _fmt(x: float) -> str:
@@ -182,8 +191,8 @@ def _fmt(x: float) -> str:
 def ratio_table(title: str, rows: list[Row]) -> str:
     """Plain-text table (readable in logs and CI): metric, ours, baseline, ratio, target, verdict."""
     head = ["metric", "ours", "baseline", "ratio", "target", ""]
-    body = [[r.metric + (f" ({r.unit})" if r.unit else ""), _fmt(r.ours), _fmt(r.baseline), f"{r.ratio:.3f}",
-             f">= {r.target:g}" if r.target is not None else "-", r.verdict] for r in rows]
+    body = [[r.metric + (f" ({r.unit})" if r.unit else ""), _fmt(r.ours), _fmt(r.baseline),
+             "-" if r.ratio is None else f"{r.ratio:.3f}", r.target_text, r.verdict] for r in rows]
     widths = [max(len(str(line[i])) for line in [head, *body]) for i in range(len(head))]
     lines = [f"== {title} ==", "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in body]
@@ -193,9 +202,9 @@ def ratio_table(title: str, rows: list[Row]) -> str:
 
 def finish(args: argparse.Namespace, bench: str, title: str, rows: list[Row], raw: dict[str, Any],
            env: dict[str, Any]) -> Path:
-    """Write `<out>/<bench>.json` (plus a smoke marker) and print the ratio table last."""
+    """Write `<out>/<bench>[-smoke]-<time>.json` (runs never overwrite each other) and print the ratio table last."""
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{bench}{'-smoke' if args.smoke else ''}.json"
+    path = args.out / f"{bench}{'-smoke' if args.smoke else ''}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     env = {**env, "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
     payload = {
         "bench": bench, "title": title, "smoke": args.smoke,

@@ -59,7 +59,8 @@ def test_node_types_host_the_gpu_config(rel: str) -> None:
     # each accelerator type the config pins to is a resource of some GPU node type
     for r in reqs:
         if r.accelerator_type:
-            assert any(n.resources.get(ACCELERATOR_PREFIX + r.accelerator_type) for n in nodes if n.resources.get("GPU"))
+            key = ACCELERATOR_PREFIX + r.accelerator_type
+            assert any(n.resources.get(key) for n in nodes if n.resources.get("GPU"))
 
 
 @pytest.mark.parametrize("rel", sorted(HOSTS))
@@ -113,7 +114,11 @@ def test_rayjob_runs_the_pipeline_with_the_jobs_runtime_env() -> None:
 
 
 def test_rayservice_serves_the_package_app() -> None:
-    apps = yaml.safe_load(_doc("kuberay/rayservice.yaml")["spec"]["serveConfigV2"])["applications"]
+    from ray.serve.schema import ServeDeploySchema
+
+    serve_config = yaml.safe_load(_doc("kuberay/rayservice.yaml")["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(serve_config)  # what `serve deploy` / KubeRay submit
+    apps = serve_config["applications"]
     module, attr = apps[0]["import_path"].split(":")
     assert module.startswith("sentidistill.")
     if importlib.util.find_spec(module.rsplit(".", 1)[0]) is not None:  # the serving package is present

@@ -89,7 +89,8 @@ def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def _submit(url: str, wd: Path, config: str, stage: str, *extra: str, follow: bool = True) -> subprocess.CompletedProcess:
+def _submit(url: str, wd: Path, config: str, stage: str, *extra: str,
+            follow: bool = True) -> subprocess.CompletedProcess:
     return _cli("submit", config, "--stage", stage, "--address", url, "--working-dir", str(wd),
                 "--runtime-env", str(RUNTIME_ENV), "--command", CLI, *(["--follow"] if follow else []), *extra)
 

@@ -26,7 +26,8 @@ def plan(
     config: str = CONFIG_ARG,
     overrides: list[str] = OVERRIDES_ARG,
     gen_tps: float = typer.Option(500.0, "--gen-tokens-per-s-per-gpu", help="Teacher output tokens/s per GPU."),
-    prefill_tps: float = typer.Option(5000.0, "--prefill-tokens-per-s-per-gpu", help="Teacher prompt tokens/s per GPU."),
+    prefill_tps: float = typer.Option(
+        5000.0, "--prefill-tokens-per-s-per-gpu", help="Teacher prompt tokens/s per GPU."),
     train_tps: float = typer.Option(20000.0, "--train-tokens-per-s-per-gpu", help="Training tokens/s per GPU."),
     corpus_texts: int | None = typer.Option(None, "--corpus-texts", help="Skip reading the corpus: its text count."),
     avg_chars: float | None = typer.Option(None, "--avg-chars", help="With --corpus-texts: average text length."),

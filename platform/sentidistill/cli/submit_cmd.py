@@ -40,8 +40,10 @@ def submit_cmd(
     from sentidistill.cluster import submit as sub
 
     setup_logging()
+    # Ray's clients prefer $RAY_API_SERVER_ADDRESS over the address they are given: point it at --address
+    os.environ["RAY_API_SERVER_ADDRESS"] = address
     url = get_address_for_submission_client(address)
-    os.environ["RAY_API_SERVER_ADDRESS"] = url  # Ray's clients prefer this variable: keep them on --address
+    os.environ["RAY_API_SERVER_ADDRESS"] = url
     spec, cfg = sub.build_job(
         config, stage, args or [], working_dir=working_dir, runtime_env=sub.load_runtime_env(runtime_env),
         command=command, local_cluster=sub.is_loopback(url), submission_id=submission_id,

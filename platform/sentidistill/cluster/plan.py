@@ -172,7 +172,8 @@ def _teacher_gpus(cfg: PipelineConfig) -> float:
     return 0.0 if cfg.teacher.kind in ("openai", "replay") else cfg.teacher.concurrency * cfg.teacher.num_gpus
 
 
-def _storage(cfg: PipelineConfig, kd: StageTokens, icl: StageTokens, params: float | None, cpt: float) -> dict[str, int]:
+def _storage(cfg: PipelineConfig, kd: StageTokens, icl: StageTokens, params: float | None,
+             cpt: float) -> dict[str, int]:
     row_overhead = 300  # ids, teacher name, counters, qc: bytes per generated row
     out = {
         "knowdist data": round((kd.prompt_tokens + kd.completion_tokens) * cpt + kd.requests * row_overhead),

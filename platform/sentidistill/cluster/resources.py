@@ -187,6 +187,7 @@ def node_types_from_file(path: str | Path) -> list[NodeType]:
         if doc.get("kind") in KUBERAY_KINDS:
             return _kuberay_node_types(doc)
     except (KeyError, TypeError, ValueError, jsonschema.ValidationError) as e:
-        raise ConfigError(f"cluster file {str(p)!r} is not a valid Ray cluster definition: {getattr(e, 'message', e)}") from None
+        why = getattr(e, "message", e)  # jsonschema errors carry a short message beside the long str()
+        raise ConfigError(f"cluster file {str(p)!r} is not a valid Ray cluster definition: {why}") from None
     raise ConfigError(f"cluster file {str(p)!r} is neither a Ray cluster launcher YAML "
                       f"(available_node_types) nor a KubeRay manifest ({', '.join(sorted(KUBERAY_KINDS))})")

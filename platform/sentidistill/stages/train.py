@@ -157,12 +157,12 @@ def plan_stage(cfg: PipelineConfig, rd: RunDir, stage: Stage) -> Plan:
             )
         inputs["train:knowdist"] = m.fingerprint()
         return Plan(inputs, data_uri, replay_uri, rd.uri("train/knowdist/model"), "train/knowdist/model", notes)
+    if stage == "icldist":
+        notes.append("train.knowdist.enabled is false: icldist starts from the base student")
     if cfg.train.student:
         local = fingerprint_path(cfg.train.student) if "://" not in cfg.train.student else "missing"
         if local != "missing":
             inputs["student"] = local
-        if stage == "icldist":
-            notes.append("train.knowdist.enabled is false: icldist starts from the base student")
         return Plan(inputs, data_uri, replay_uri, cfg.train.student, cfg.train.student, notes)
     init = cfg.train.init
     assert init is not None  # the config validator requires student or init
