@@ -1,0 +1,122 @@
+"""The whole pipeline on the tiny model: every stage once, resume after an interruption, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sentidistill.cli import app
+from sentidistill.config import load_config
+from sentidistill.rundir import RunDir
+from sentidistill.stages import pipeline
+
+REVIEWS = [
+    "The pasta was cold and the waiter ignored us for twenty minutes.",
+    "Lovely staff, fresh bread, and the view over the harbour is superb.",
+    "Battery died after two days; support never answered my emails.",
+    "Great screen, crisp sound, and it arrived a day early.",
+    "The room smelled of smoke and the shower barely worked.",
+    "A touching film with superb acting and a clever script.",
+]
+
+
+def tiny_config(tmp_path: Path, tiny_model: Path, **extra: object) -> Path:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"review": t, "stars": i % 5 + 1}) + "\n" for i, t in enumerate(REVIEWS)))
+    engine = {"kind": "hf", "model": str(tiny_model), "name": "tiny-teacher", "batch_size": 8}
+    cfg = {
+        "run_dir": str(tmp_path / "run"),
+        "cache_dir": str(tmp_path / "cache"),
+        "teacher": engine,
+        "corpus": {"sources": [{"path": str(corpus), "text_column": "review", "meta_columns": ["stars"]}]},
+        "knowdist": {"perspectives": ["overall", "emotions"], "per_text": 1, "max_new_tokens": 12,
+                     "quality": {"drop_truncated": False, "min_response_chars": 0, "run_checks": False,
+                                 "max_repetition": 1.0}},
+        # Gold targets: a random tiny teacher's few-shot answers never parse, which would leave no ICL rows.
+        # The teacher path of build-icl is covered in tests/icl.
+        "icldist": {"tasks": ["sst2", "atsa_rest16"], "examples_per_task": 3, "k_max": 2, "target": "gold"},
+        "train": {"init": {"from_model": str(tiny_model), "num_layers": 1}, "max_steps": 2, "epochs": 2, "packing": False,
+                  "micro_batch_size": 1, "effective_batch_size": 2, "num_workers": 2, "max_seq_len": 256,
+                  "checkpoint_every_steps": 1, "zero_stage": 1},
+        "eval": {"tasks": ["sst2", "atsa_rest16"], "limit": 2, "seeds": [42], "max_new_tokens": 12,
+                 "engine": {"kind": "hf", "batch_size": 4}},
+    }
+    for key, value in extra.items():
+        cfg[key] = value
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_select_steps_validates_names() -> None:
+    assert pipeline.select_steps("train-knowdist", "eval") == ["train-knowdist", "train-icldist", "eval"]
+    with pytest.raises(Exception, match="--from 'trian'.*steps: generate"):
+        pipeline.select_steps("trian", None)
+    with pytest.raises(Exception, match="comes after"):
+        pipeline.select_steps("eval", "generate")
+
+
+def test_whole_pipeline_then_noop_rerun(tmp_path: Path, tiny_model: Path, ray_local) -> None:
+    cfg = load_config(tiny_config(tmp_path, tiny_model))
+    first = pipeline.run(cfg)
+    assert [s.step for s in first.steps] == pipeline.STEPS
+    assert all(s.status == "ran" for s in first.steps), first.steps
+    rd = RunDir(cfg.run_dir)
+    for folder in ("knowdist", "icldist", "train/knowdist", "train/icldist", "eval/teacher",
+                   "eval/student-before", "eval/student-after", "report"):
+        assert rd.manifest(folder).status == "complete", folder
+    assert set(first.eval_models) == {"teacher", "student-before", "student-after"}
+    html = rd.read_text("report/index.html")
+    assert "student-after" in html and "sentibench-table" in html and "overall" + "" in html
+
+    second = pipeline.run(cfg)
+    statuses = {s.step: s.status for s in second.steps}
+    assert all(statuses[s] == "skipped" for s in pipeline.STEPS if s != "report"), statuses
+
+    result = CliRunner().invoke(app, ["status", cfg.run_dir])
+    assert result.exit_code == 0 and "train/icldist" in result.output and "complete" in result.output
+
+
+def test_interrupted_run_resumes_without_redoing_generation(tmp_path: Path, tiny_model: Path) -> None:
+    """Kill `sentidistill run` once training has checkpointed; the rerun skips generation and resumes training."""
+    path = tiny_config(tmp_path, tiny_model)
+    cfg = load_config(path)
+    rd = RunDir(cfg.run_dir)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "sentidistill", "run", str(path), "ray.num_cpus=4", "train.max_steps=6",
+           "--until", "train-knowdist"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    metrics = Path(cfg.run_dir) / "train/knowdist/metrics.jsonl"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.exists() and any(json.loads(x).get("checkpoint") for x in metrics.read_text().splitlines()
+                                        if x.strip()):
+                break
+            time.sleep(1)
+        assert proc.poll() is None, "the run ended before training checkpointed; nothing to interrupt"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    generated = rd.manifest("knowdist")
+    assert generated.status == "complete"
+    assert rd.manifest("train/knowdist").status == "running"  # killed mid-stage
+
+    status = CliRunner().invoke(app, ["status", cfg.run_dir])
+    assert "running or interrupted" in status.output
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rd.manifest("knowdist").finished_at == generated.finished_at  # generation not redone
+    trained = rd.manifest("train/knowdist")
+    assert trained.status == "complete" and trained.extra["resumed_from_step"] > 0
