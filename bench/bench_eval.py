@@ -13,7 +13,9 @@ Same model, dtype and prompts: N items split over SST-2 and Twitter17, 4-shot ra
   load in the actor, scoring, part files, metrics, chart all included; Ray's start-up excluded).
   Its ratio is taken against the baseline plus its own model load.
 
-Accuracy of both and their agreement are recorded as a check that they answer the same question.
+Accuracy of both and their agreement are recorded as a check that they answer the same question, and
+the padded token positions each path computes (its batches padded to their longest prompt): on a
+compute-bound host that ratio, not batching itself, bounds the speed-up.
 
     .venv/bin/python bench/bench_eval.py                 # SmolLM2-135M, hf, 64 items
     .venv/bin/python bench/bench_eval.py --engine vllm   # our path on vllm(-cpu); the baseline stays transformers
@@ -29,7 +31,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import Row, base_parser, bench_model, chunks, environment, finish, per_s, start_ray, timed, warn_if_busy
+from common import (
+    CpuSampler, Row, base_parser, bench_model, chunks, environment, finish, per_s, start_ray, timed, warn_if_busy,
+)
 
 TASKS = ("sst2", "twitter17")
 SEED = 42
@@ -70,6 +74,11 @@ def build_items(cfg: Any, model: str) -> tuple[list[dict[str, Any]], list[dict[s
         info[part.name] = {"labels": task.labels, "gold": [str(ex.gold).lower() for ex in inputs.test]}
     measure(items, AutoTokenizer.from_pretrained(model))
     return items, batch_order(items, parts), info
+
+
+def padded_tokens(items: list[dict[str, Any]], batch_size: int) -> int:
+    """Token positions a batched forward pass computes: each batch is padded to its longest prompt."""
+    return sum(len(b) * max(it["prompt_tokens"] for it in b) for b in chunks(items, batch_size))
 
 
 def accuracy(preds: dict[tuple[str, int], str | None], info: dict[str, Any]) -> float:
@@ -138,8 +147,9 @@ def stage_path(cfg: Any, model: str) -> dict[str, Any]:
     from sentidistill.stages import evaluate
 
     out: dict[str, Any] = {}
-    with timed(out, "total_s"):
+    with timed(out, "total_s"), CpuSampler({"engine actors": "EvalUDF"}) as cpu:
         manifest = evaluate.run(cfg, {"bench": model})[0]
+    out["cpu"] = cpu.result
     out.update(items=manifest.counts["items_scored_this_run"], errors=manifest.counts["errors"],
                score_s=manifest.timings.get("score_s"))
     out["items_per_s"] = per_s(out["items"], out["total_s"])
@@ -175,7 +185,10 @@ def main() -> None:
         ours, our_preds = udf_path(cfg, model, ordered, info)
         print(f"[bench] ours (EvalUDF): {ours}", flush=True)
         raw: dict[str, Any] = {"model": model, "engine": args.engine, "items": len(items), "tasks": list(TASKS),
-                               "prompt_tokens": sum(it["prompt_tokens"] for it in items), "baseline": base,
+                               "prompt_tokens": sum(it["prompt_tokens"] for it in items),
+                               "padded_tokens": {"ours": padded_tokens(ordered, args.batch_size),
+                                                 "baseline": padded_tokens(items, args.baseline_batch_size)},
+                               "baseline": base,
                                "udf": ours, "agreement": round(sum(our_preds[k] == v for k, v in base_preds.items())
                                                                 / max(len(base_preds), 1), 4)}
         raw["ray_start_s"] = start_ray(args)
@@ -187,6 +200,8 @@ def main() -> None:
             base["items_per_s"], "items/s", 3.0),
         Row("items/s, eval stage end to end vs loop + model load", raw["stage"]["items_per_s"],
             base["items_per_s_with_load"], "items/s", 3.0),
+        Row("token positions computed (batches padded to their longest prompt)", raw["padded_tokens"]["ours"],
+            raw["padded_tokens"]["baseline"], "tokens", lower_is_better=True),
         Row("accuracy on the same items (a check, not a speed)", ours["accuracy"], base["accuracy"], check=True),
     ]
     title = (f"eval: first-token scoring (batch {args.batch_size}, {args.engine}) vs reference generate(2) loop "

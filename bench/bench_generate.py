@@ -10,6 +10,9 @@ texts, one perspective per text), greedy, a fixed answer budget, the same batch 
   generation, quality control and Parquet writes included. Ray's own start-up (once per job) is
   measured separately and excluded.
 
+CPU seconds used during each timed block are recorded per role (engine actors, this driver, the rest
+of Ray, unrelated processes): on a small host that shows where a gap comes from.
+
 Answers are greedy, so both paths must produce the same text: the share of identical answers is
 recorded as a check that they did the same work.
 
@@ -26,7 +29,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import Row, base_parser, bench_model, chunks, environment, finish, per_s, start_ray, timed, warn_if_busy
+from common import (
+    CpuSampler, Row, base_parser, bench_model, chunks, environment, finish, per_s, start_ray, timed, warn_if_busy,
+)
 
 YELP = "data://teacher-samples/yelp_mixtral_rewrite_500.jsonl"
 
@@ -67,9 +72,10 @@ def baseline(cfg: Any, work: list[dict[str, Any]]) -> tuple[dict[str, Any], dict
     with timed(out, "load_s"):
         engine = build_engine(cfg.teacher, cfg.cache_dir)
     completions = []
-    with timed(out, "loop_s"):
+    with timed(out, "loop_s"), CpuSampler({}) as cpu:
         for batch in chunks(work, cfg.teacher.batch_size):
             completions += engine.generate([to_request(w) for w in batch])
+    out["cpu"] = cpu.result
     engine.shutdown()
     del engine
     gc.collect()
@@ -92,8 +98,9 @@ def stage(cfg: Any, answers: dict[str, str]) -> dict[str, Any]:
     from sentidistill.stages.outputs import StageFolder
 
     out: dict[str, Any] = {"actors": cfg.teacher.concurrency, "cpus_per_actor": cfg.teacher.num_cpus}
-    with timed(out, "total_s"):
+    with timed(out, "total_s"), CpuSampler({"engine actors": "GenerateUDF"}) as cpu:
         manifest = generate.run(cfg)
+    out["cpu"] = cpu.result
     c = manifest.counts
     out.update(rows=c["generated_this_run"], errors=c["errors"], completion_tokens=c["completion_tokens"],
                prompt_tokens=c["prompt_tokens"], generate_s=manifest.timings.get("generate_s"))

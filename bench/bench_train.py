@@ -12,7 +12,7 @@ Mixtral rewrite as the answer), written as a generation-stage Parquet part.
   path, `training.dataset.prepare`) of the same size and sequence length, same warm-up rule.
 - packing: the non-pad share of our rows (`training.data.pack_examples` over windows of
   train.pack_window, rows of max_seq_len) vs naive padding of every example to max_seq_len, and vs
-  padding each random micro-batch to its longest example; on the same tokenized examples.
+  padding random batches of `--naive-batch` examples to their longest; on the same tokenized examples.
 
     .venv/bin/python bench/bench_train.py                    # SmolLM2-135M, seq 1024, 1 and 2 workers
     .venv/bin/python bench/bench_train.py --workers 2 --steps 12
@@ -30,7 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import Row, base_parser, bench_model, chunks, environment, finish, start_ray, timed, warn_if_busy
+from common import (
+    CpuSampler, Row, base_parser, bench_model, chunks, environment, finish, start_ray, timed, warn_if_busy,
+)
 
 YELP = "data://teacher-samples/yelp_mixtral_rewrite_500.jsonl"
 
@@ -63,7 +65,8 @@ def train_config(args: Any, model: str, run_dir: Path, workers: int) -> Any:
         "train": {
             "student": model, "max_seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
             "effective_batch_size": args.micro_batch_size * workers, "num_workers": workers,
-            "resources_per_worker": {"CPU": max(1, cores // workers)}, "use_gpu": args.gpu,
+            "resources_per_worker": {"CPU": args.cpus_per_worker or max(1, cores // workers),
+                                     **({"GPU": 1} if args.gpu else {})}, "use_gpu": args.gpu,
             "max_steps": args.steps, "epochs": 1, "log_every_steps": 1, "checkpoint_every_steps": 10**6,
             "zero_stage": args.zero_stage, "pack_window": args.pack_window, "icldist": {"enabled": False},
         },
@@ -90,7 +93,7 @@ def packing(args: Any, model: str, rows: list[dict[str, Any]], max_seq_len: int)
     random.Random(0).shuffle(pairs)  # the stage shuffles before packing
     packed = [row for window in chunks(pairs, args.pack_window) for row in pack_examples(window, max_seq_len)]
     tokens = sum(len(ids) for ids, _ in pairs)
-    dynamic = sum(len(b) * max(len(ids) for ids, _ in b) for b in chunks(pairs, args.micro_batch_size))
+    dynamic = sum(len(b) * max(len(ids) for ids, _ in b) for b in chunks(pairs, args.naive_batch))
     collated = sum(len(b) * max(r["num_tokens"] for r in b) for b in chunks(packed, args.micro_batch_size))
     return {
         "max_seq_len": max_seq_len, "examples": len(pairs), "truncated": sum(e.status == "truncated" for e in examples),
@@ -98,7 +101,7 @@ def packing(args: Any, model: str, rows: list[dict[str, Any]], max_seq_len: int)
         "ours_rows_of_max_seq_len": round(tokens / (len(packed) * max_seq_len), 4),
         "ours_as_collated": round(tokens / collated, 4),
         "naive_pad_to_max_seq_len": round(tokens / (len(pairs) * max_seq_len), 4),
-        "naive_pad_to_longest_in_batch": round(tokens / dynamic, 4),
+        "naive_batch": args.naive_batch, "naive_pad_to_longest_in_batch": round(tokens / dynamic, 4),
     }
 
 
@@ -126,8 +129,11 @@ def micro_batches(cfg: Any, model: str, count: int) -> list[tuple[dict[str, Any]
 
 
 def plain_loop(model: str, batches: list[tuple[dict[str, Any], int]], threads: int, warmup: int,
-               lr: float) -> dict[str, Any]:
-    """Single-process PyTorch: forward, backward, clip, AdamW step per micro-batch (no accumulation)."""
+               lr: float, bf16: bool) -> dict[str, Any]:
+    """Single-process PyTorch: forward, backward, clip, AdamW step per micro-batch (no accumulation);
+    bf16 autocast where our DeepSpeed config trains in bf16 (GPU), fp32 otherwise."""
+    import contextlib
+
     import torch
 
     from sentidistill.training.model import load_student
@@ -139,22 +145,25 @@ def plain_loop(model: str, batches: list[tuple[dict[str, Any], int]], threads: i
     student.train()
     opt = torch.optim.AdamW(student.parameters(), lr=lr)
     times, tokens = [], []
-    for batch, n in batches:
-        t0 = time.perf_counter()
-        out = student(**{k: v.to(device) for k, v in batch.items()}, use_cache=False)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        tokens.append(n)
+    with CpuSampler({}) as sampler:
+        for batch, n in batches:
+            t0 = time.perf_counter()
+            cast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            with cast:
+                out = student(**{k: v.to(device) for k, v in batch.items()}, use_cache=False)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            tokens.append(n)
     torch.set_num_threads(before)
     del student, opt
     measured_s, measured_tokens = sum(times[warmup:]), sum(tokens[warmup:])
-    return {"threads": threads, "steps": len(times), "warmup_steps": warmup, "step_s": [round(x, 3) for x in times],
-            "tokens": measured_tokens, "seconds": round(measured_s, 3),
+    return {"threads": threads, "bf16": bf16, "steps": len(times), "warmup_steps": warmup, "cpu": sampler.result,
+            "step_s": [round(x, 3) for x in times], "tokens": measured_tokens, "seconds": round(measured_s, 3),
             "tokens_per_s": round(measured_tokens / measured_s, 2) if measured_s else 0.0}
 
 
@@ -164,8 +173,9 @@ def stage(cfg: Any, workers: int, warmup: int) -> dict[str, Any]:
     from sentidistill.stages import train
 
     out: dict[str, Any] = {"workers": workers, "cpus_per_worker": cfg.train.resources_per_worker.get("CPU")}
-    with timed(out, "stage_s"):
+    with timed(out, "stage_s"), CpuSampler({"train workers": "RayTrainWorker"}) as cpu:
         manifest = train.run(cfg, "knowdist")
+    out["cpu"] = cpu.result
     lines = RunDir(cfg.run_dir).read_text("train/knowdist/metrics.jsonl").splitlines()
     steps = [json.loads(line) for line in lines if line.strip()]
     seconds = [s["tokens"] / s["tokens_per_s"] for s in steps if s["tokens_per_s"]]
@@ -179,7 +189,6 @@ def stage(cfg: Any, workers: int, warmup: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    cores = os.cpu_count() or 1
     p = base_parser(__doc__.splitlines()[0], n=500, engine=False)
     p.add_argument("--workers", default="1,2", help="Ray Train worker counts to run, comma separated (default 1,2).")
     p.add_argument("--seq-len", type=int, default=1024, help="train.max_seq_len (default 1024).")
@@ -189,9 +198,15 @@ def main() -> None:
     p.add_argument("--pack-window", type=int, default=1024, help="train.pack_window (default 1024).")
     p.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
     p.add_argument("--gpu", action="store_true", help="One GPU per worker (GPU cluster).")
+    p.add_argument("--naive-batch", type=int, default=8,
+                   help="Examples per batch of the dynamic-padding baseline (padded to their longest; default 8).")
+    p.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="Ray CPUs per train worker (default: this machine's cores / workers).")
     args = p.parse_args()
     if args.smoke:
         args.n, args.seq_len, args.steps, args.workers = 16, 256, 2, "1"
+    from sentidistill.training.deepspeed_config import resolve_precision
+
     warn_if_busy()
     env = environment()
     model = bench_model(args)
@@ -207,10 +222,12 @@ def main() -> None:
             run_dir = Path(tmp) / f"run-{workers}"
             write_data(run_dir, rows)
             cfg = train_config(args, model, run_dir, workers)
-            threads = max(1, cores // workers)
+            threads = max(1, int(cfg.train.resources_per_worker["CPU"]))  # what Ray gives one worker
             if str(threads) not in raw["baselines"]:
                 batches = micro_batches(cfg, model, args.steps)
-                raw["baselines"][str(threads)] = plain_loop(model, batches, threads, args.warmup_steps, cfg.train.lr)
+                bf16 = resolve_precision(cfg.train) == "bf16"
+                raw["baselines"][str(threads)] = plain_loop(model, batches, threads, args.warmup_steps, cfg.train.lr,
+                                                            bf16)
                 print(f"[bench] plain loop, {threads} threads: {raw['baselines'][str(threads)]}", flush=True)
             run = stage(cfg, workers, args.warmup_steps)
             run["baseline_threads"] = threads
@@ -228,7 +245,8 @@ def main() -> None:
         rows_out.append(Row(f"non-pad share, packed rows of {length} vs every example padded to {length}",
                             stats["ours_rows_of_max_seq_len"], stats["naive_pad_to_max_seq_len"], "", target,
                             target_on="ours"))
-        rows_out.append(Row(f"non-pad share, packed rows of {length} vs random micro-batches padded to longest",
+        rows_out.append(Row(f"non-pad share, packed rows of {length} as collated vs random batches of "
+                            f"{args.naive_batch} examples padded to their longest",
                             stats["ours_as_collated"], stats["naive_pad_to_longest_in_batch"]))
     title = (f"train: Ray Train + DeepSpeed ZeRO-{args.zero_stage} vs plain PyTorch; seq {args.seq_len}, micro-batch "
              f"{args.micro_batch_size}, {args.steps} steps ({args.warmup_steps} warm-up left out); "

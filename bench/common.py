@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +45,8 @@ def base_parser(description: str, *, n: int, engine: bool = True) -> argparse.Ar
     p.add_argument("--smoke", action="store_true",
                    help="Tiny random Llama and a few items: checks that the script runs, measures nothing useful.")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="Folder for the results JSON (default bench/results).")
-    p.add_argument("--cache-dir", default=None, help="Model cache (default $SENTIDISTILL_CACHE or ~/.cache/sentidistill).")
+    p.add_argument("--cache-dir", default=None,
+                   help="Model cache (default $SENTIDISTILL_CACHE or ~/.cache/sentidistill).")
     p.add_argument("--data-dir", default=None, help="Data root holding sentibench/ and teacher-samples/.")
     p.add_argument("--ray-cpus", type=int, default=None,
                    help="Logical CPUs of the local Ray cluster (default max(4, cores)); ignored with RAY_ADDRESS.")
@@ -218,6 +220,78 @@ def finish(args: argparse.Namespace, bench: str, title: str, rows: list[Row], ra
     print(f"[bench] raw numbers: {path}", flush=True)
     print(ratio_table(title, rows), flush=True)
     return path
+
+
+class CpuSampler:
+    """CPU seconds every process on this machine used while the block ran, grouped by role.
+
+    Tells where a gap comes from on a small host: our engine actors, this driver, the rest of the
+    Ray cluster this script started (raylet, GCS, dashboard, Ray Data/Serve helper actors), or
+    unrelated work running at the same time (anything not descended from this script, including a
+    cluster joined through RAY_ADDRESS). Processes are sampled every `interval_s`, so actors that
+    exit before the block ends still count (up to their last sample).
+    """
+
+    def __init__(self, roles: dict[str, str], interval_s: float = 0.5):
+        self.roles = roles  # role name -> substring of the command line (first match wins)
+        self.interval_s = interval_s
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._roles: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-cpu-sampler", daemon=True)
+        self.result: dict[str, Any] = {}
+
+    def _role(self, proc: Any) -> str:
+        """Fixed per process: this driver, one of `roles`, the rest of our Ray cluster, or unrelated work."""
+        import psutil
+
+        if proc.pid == os.getpid():
+            return "driver (this script)"
+        try:
+            ours = any(parent.pid == os.getpid() for parent in proc.parents())  # ray.init's processes descend from us
+            cmdline = " ".join(proc.cmdline())
+        except psutil.Error:
+            return "other processes"
+        if not ours:
+            return "other processes"
+        return next((role for role, needle in self.roles.items() if needle in cmdline), "ray system processes")
+
+    def _sample(self, at_start: bool) -> None:
+        import psutil
+
+        for proc in psutil.process_iter(["cpu_times"]):
+            times = proc.info["cpu_times"]
+            if times is None:
+                continue
+            used = times.user + times.system
+            if proc.pid not in self._first:
+                self._first[proc.pid] = used if at_start else 0.0  # started during the block: all of it counts
+                self._roles[proc.pid] = self._role(proc)
+            self._last[proc.pid] = used
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample(False)
+
+    def __enter__(self) -> CpuSampler:
+        self._t0 = time.perf_counter()
+        self._sample(True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample(False)
+        wall = time.perf_counter() - self._t0
+        by_role: dict[str, float] = {}
+        for pid, used in self._last.items():
+            role = self._roles[pid]
+            by_role[role] = by_role.get(role, 0.0) + max(0.0, used - self._first[pid])
+        capacity = wall * (os.cpu_count() or 1)
+        self.result = {"wall_s": round(wall, 3), "cpu_s": {k: round(v, 2) for k, v in sorted(by_role.items())},
+                       "share_of_machine": {k: round(v / capacity, 4) for k, v in sorted(by_role.items())}}
 
 
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

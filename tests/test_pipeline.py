@@ -82,7 +82,7 @@ def test_whole_pipeline_then_noop_rerun(tmp_path: Path, tiny_model: Path, ray_lo
     statuses = {s.step: s.status for s in second.steps}
     assert all(statuses[s] == "skipped" for s in pipeline.STEPS if s != "report"), statuses
 
-    result = CliRunner().invoke(app, ["status", cfg.run_dir])
+    result = CliRunner().invoke(app, ["status", cfg.run_dir], env={"COLUMNS": "250"})
     assert result.exit_code == 0 and "train/icldist" in result.output and "complete" in result.output
 
 
@@ -100,8 +100,10 @@ def test_interrupted_run_resumes_without_redoing_generation(tmp_path: Path, tiny
     deadline = time.time() + 600
     try:
         while time.time() < deadline and proc.poll() is None:
-            if metrics.exists() and any(json.loads(x).get("checkpoint") for x in metrics.read_text().splitlines()
-                                        if x.strip()):
+            # metrics.jsonl gets a step's line just before its checkpoint is reported: once step 2 is
+            # logged, step 1's checkpoint is safely registered.
+            rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.exists() else []
+            if any(r.get("step", 0) >= 2 for r in rows):
                 break
             time.sleep(1)
         assert proc.poll() is None, "the run ended before training checkpointed; nothing to interrupt"
@@ -112,7 +114,7 @@ def test_interrupted_run_resumes_without_redoing_generation(tmp_path: Path, tiny
     assert generated.status == "complete"
     assert rd.manifest("train/knowdist").status == "running"  # killed mid-stage
 
-    status = CliRunner().invoke(app, ["status", cfg.run_dir])
+    status = CliRunner().invoke(app, ["status", cfg.run_dir], env={"COLUMNS": "250"})
     assert "running or interrupted" in status.output
 
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
