@@ -11,7 +11,9 @@ labelled by the `sentiment` task with the served k=4 demonstrations (one forward
 Throughput counts answered requests per second of the level's wall time; latencies are per request,
 client side. The batch sizes the model deployment really ran are read from `GET /v1/stats`. App start
 (replica start-up, model load) and Ray start-up are reported, not timed with the load. The load
-generator runs on the same machine as the server: on a small CPU host it competes for the cores.
+generator runs on the same machine as the server: on a small CPU host it competes for the cores, and
+the CPU seconds of each role (model replica, ingress, HTTP proxy, this driver = the load generator)
+are recorded per level.
 
     .venv/bin/python bench/bench_serve.py                    # SmolLM2-135M, hf
     .venv/bin/python bench/bench_serve.py --engine vllm
@@ -27,9 +29,11 @@ import time
 from collections import Counter
 from typing import Any
 
-from common import Row, base_parser, bench_model, environment, finish, per_s, start_ray, timed, warn_if_busy
+from common import CpuSampler, Row, base_parser, bench_model, environment, finish, per_s, start_ray, timed, warn_if_busy
 
 ROUTE = "/v1/sentiment"
+ROLES = {"model replica": "StudentModel", "ingress": "Ingress", "http proxy": "ProxyActor",
+         "serve controller": "ServeController"}
 
 
 def free_port() -> int:
@@ -122,7 +126,9 @@ def run_app(args: Any, model: str, max_batch_size: int, bodies: list[dict[str, A
         before = batch_counts(endpoint.url)
         for clients in args.levels:
             budget = max(args.min_requests, args.requests_per_client * clients)
-            level = asyncio.run(closed_loop(endpoint.url, bodies, clients, budget, args.level_seconds))
+            with CpuSampler(ROLES) as cpu:
+                level = asyncio.run(closed_loop(endpoint.url, bodies, clients, budget, args.level_seconds))
+            level["cpu"] = cpu.result
             after = batch_counts(endpoint.url)
             ran = after - before
             before = after
