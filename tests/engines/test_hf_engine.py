@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from sentidistill.config import EngineConfig
 from sentidistill.engines import GenerationRequest, build_engine
 from sentidistill.engines.base import first_token_ids
+from sentidistill.engines.prefix_cache import PrefixCache
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +48,34 @@ def test_scoring_is_padding_invariant(engine) -> None:
 def test_colliding_first_tokens_fail_loudly(engine) -> None:
     with pytest.raises(ValueError, match="share their first token"):
         first_token_ids(engine.tokenizer, [" not intimate", " not sure"])
+
+
+def test_prefix_cache_assigns_shared_prefixes() -> None:
+    cache = PrefixCache(max_entries=2, min_tokens=3)
+    a, b, c = (1, 2, 3, 4, 5, 9), (1, 2, 3, 4, 6), (1, 2, 3, 4, 7, 7)
+    assert cache.assign([a]) == [None]  # nothing seen yet
+    assert cache.assign([b, c]) == [(1, 2, 3, 4), (1, 2, 3, 4)]  # LCP with a recent prompt, then the stored one
+    assert cache.assign([(1, 2, 3, 4)]) == [(1, 2, 3)]  # a prompt is never its own prefix: one token must run
+    assert cache.assign([(8, 8, 1)]) == [None]  # shares fewer than min_tokens with anything
+    cache.assign([(5, 5, 5, 5, 1), (5, 5, 5, 5, 2)])
+    assert len(cache.entries) == 2 and (1, 2, 3, 4) not in cache.entries  # LRU: the oldest went
+    assert PrefixCache(max_entries=0, min_tokens=1).assign([a, a]) == [None, None]
+
+
+def test_prefix_cached_scores_equal_whole_prompt_scores(tiny_model: Path) -> None:
+    """Mixed batch: two long shared instructions, a short unrelated prompt; chunks cross groups; order kept."""
+    def prompts(instruction: str) -> list[str]:
+        demos = "".join(f"Sentence: demo {i} was {'great' if i % 2 else 'awful'}\nLabel: x\n\n" for i in range(4))
+        return [f"{instruction}\n\n{demos}Sentence: {q}\nLabel:" for q in ("lovely", "cold soup and rude staff", "ok")]
+
+    batch = [*prompts("Classify the sentiment of the sentence as positive or negative, please."),
+             "short one", *prompts("Decide whether the review expresses joy, anger or sadness about the service.")]
+    cached = build_engine(EngineConfig(kind="hf", model=str(tiny_model), batch_size=2))
+    plain = build_engine(EngineConfig(kind="hf", model=str(tiny_model), batch_size=2, prefix_cache_entries=0))
+    want = plain.score_next_token(batch, ["positive", "negative"])
+    for _ in range(2):  # first call registers the prefixes, the second reuses them
+        got = cached.score_next_token(batch, ["positive", "negative"])
+        assert len(got) == len(want)
+        assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-5, rtol=0), (got, want)
+    assert cached.prefix_cache.hits >= 8 and len(cached.prefix_cache.entries) >= 2
+    assert plain.prefix_cache.hits == 0

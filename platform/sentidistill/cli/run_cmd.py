@@ -18,11 +18,16 @@ def run(
     until: str = typer.Option(None, "--until", help="Last step to run."),
     force: list[str] = typer.Option(None, "--force", help="Redo this step even if complete (repeatable)."),
     serve_after: bool = typer.Option(False, "--serve", help="Serve the final student when the run ends."),
+    limit: int = typer.Option(None, "--limit", help="Quick run: at most N texts per corpus source, ICL examples "
+                              "per task and eval items per task."),
 ) -> None:
     """Run generate -> build-icl -> train -> eval -> report; finished steps are skipped, so rerun to resume."""
+    from sentidistill.config import with_limit
     from sentidistill.stages import pipeline
 
     cfg = load(config, overrides)
+    if limit is not None:
+        cfg = with_limit(cfg, limit)
     table = Table(title="SentiDistill run", show_lines=False)
     for col in ("step", "status", "seconds", "artifacts"):
         table.add_column(col)

@@ -9,6 +9,7 @@ import torch
 
 from sentidistill.config import EngineConfig
 from sentidistill.engines.base import Completion, Engine, GenerationRequest, first_token_ids, render_messages
+from sentidistill.engines.prefix_cache import PrefixCache
 from sentidistill.models import resolve_model
 
 
@@ -41,6 +42,10 @@ class HFEngine(Engine):
             use_safetensors=True,
         ).to(self.device)
         self.model.eval()
+        # Reusing a prefix's KV assumes plain full-attention layers (no sliding windows, no recurrent state).
+        plain = not getattr(self.model.config, "sliding_window", None) and "sliding_attention" not in str(
+            getattr(self.model.config, "layer_types", None) or "")
+        self.prefix_cache = PrefixCache(cfg.prefix_cache_entries if plain else 0, cfg.prefix_cache_min_tokens)
 
     # helpers ---------------------------------------------------------------
     def _prompt_text(self, req: GenerationRequest) -> str:
@@ -110,18 +115,62 @@ class HFEngine(Engine):
 
     @torch.inference_mode()
     def score_next_token(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
+        """One forward pass per prompt; prompts sharing a cached prefix run only their suffix."""
         ids = first_token_ids(self.tokenizer, candidates)
-        out: list[list[float]] = []
-        for start in range(0, len(prompts), self.cfg.batch_size):
-            enc = self._encode(prompts[start:start + self.cfg.batch_size], 1)
-            mask = enc["attention_mask"]
-            # Left padding: positions must count real tokens only, or rotary offsets shift the logits.
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            # logits_to_keep=1: only the last position's logits are computed (same numbers, far less memory).
-            logits = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
-                                logits_to_keep=1).logits
-            out.extend(logits[:, -1, ids].float().tolist())
+        tokens = [tuple(t) for t in self.tokenizer(prompts)["input_ids"]]
+        fits = all(len(t) <= self.cfg.max_model_len - 1 for t in tokens)  # over-long ones take the truncating path
+        prefixes = self.prefix_cache.assign(tokens) if fits else [None] * len(tokens)
+        groups: dict[tuple[int, ...] | None, list[int]] = {}
+        for i, prefix in enumerate(prefixes):
+            groups.setdefault(prefix, []).append(i)
+        out: list[list[float]] = [[] for _ in prompts]
+        for prefix, idx in groups.items():
+            for start in range(0, len(idx), self.cfg.batch_size):
+                chunk = idx[start:start + self.cfg.batch_size]
+                if prefix is None:
+                    logits = self._score_whole([prompts[i] for i in chunk])
+                else:
+                    logits = self._score_suffixes(prefix, [tokens[i][len(prefix):] for i in chunk])
+                for i, row in zip(chunk, logits[:, -1, ids].float().tolist(), strict=True):
+                    out[i] = row
         return out
+
+    def _score_whole(self, prompts: list[str]) -> torch.Tensor:
+        enc = self._encode(prompts, 1)
+        mask = enc["attention_mask"]
+        # Left padding: positions must count real tokens only, or rotary offsets shift the logits.
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        # logits_to_keep=1: only the last position's logits are computed (same numbers, far less memory).
+        return self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
+
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        kv = self.prefix_cache.get(prefix)
+        if kv is None:
+            cache = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True,
+                               logits_to_keep=1).past_key_values
+            kv = [(layer.keys, layer.values) for layer in cache.layers]
+            self.prefix_cache.put(prefix, kv)
+        return kv
+
+    def _score_suffixes(self, prefix: tuple[int, ...], suffixes: list[tuple[int, ...]]) -> torch.Tensor:
+        """The prompts' last-position logits from the prefix's cached KV plus their left-padded suffixes.
+
+        Pads sit between prefix and suffix and are masked out; positions continue from the prefix
+        over real tokens only, so the logits equal a whole-prompt pass (up to float rounding).
+        """
+        from transformers import DynamicCache
+
+        kv = self._prefix_kv(prefix)
+        n, width, plen = len(suffixes), max(len(s) for s in suffixes), len(prefix)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(s)) + list(s) for s in suffixes], device=self.device)
+        smask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=self.device)
+        mask = torch.cat([torch.ones(n, plen, dtype=smask.dtype, device=self.device), smask], dim=1)
+        pos = plen + (smask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv],
+                             config=self.model.config)
+        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                          use_cache=True, logits_to_keep=1).logits
 
     def shutdown(self) -> None:
         del self.model
