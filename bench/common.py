@@ -241,6 +241,7 @@ class CpuSampler:
         self._last: dict[int, float] = {}
         self._roles: dict[int, str] = {}
         self._ours: dict[int, bool] = {}
+        self._names: dict[int, str] = {}  # what each process is (ray::<actor or task>, raylet, ...)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-cpu-sampler", daemon=True)
         self.result: dict[str, Any] = {}
@@ -257,9 +258,13 @@ class CpuSampler:
                 self._ours[proc.pid] = any(parent.pid == os.getpid() for parent in proc.parents())
             if not self._ours[proc.pid]:
                 return "other processes"
-            cmdline = " ".join(proc.cmdline())
+            argv = proc.cmdline()
         except psutil.Error:
             return self._roles.get(proc.pid, "other processes")
+        cmdline = " ".join(argv)
+        script = next((os.path.basename(a) for a in argv[1:3] if a.endswith(".py")), "")
+        self._names[proc.pid] = argv[0] if argv and argv[0].startswith("ray::") else (
+            script or os.path.basename(argv[0]) if argv else proc.name())
         return next((role for role, needle in self.roles.items() if needle in cmdline), "ray system processes")
 
     def _sample(self, at_start: bool) -> None:
@@ -294,9 +299,16 @@ class CpuSampler:
         for pid, used in self._last.items():
             role = self._roles[pid]
             by_role[role] = by_role.get(role, 0.0) + max(0.0, used - self._first[pid])
+        by_name: dict[str, float] = {}  # what "ray system processes" were: the six busiest
+        for pid, used in self._last.items():
+            if self._roles[pid] == "ray system processes":
+                name = self._names.get(pid, "?")
+                by_name[name] = by_name.get(name, 0.0) + max(0.0, used - self._first[pid])
         capacity = wall * (os.cpu_count() or 1)
         self.result = {"wall_s": round(wall, 3), "cpu_s": {k: round(v, 2) for k, v in sorted(by_role.items())},
-                       "share_of_machine": {k: round(v / capacity, 4) for k, v in sorted(by_role.items())}}
+                       "share_of_machine": {k: round(v / capacity, 4) for k, v in sorted(by_role.items())},
+                       "ray_system_busiest": dict(sorted(((k, round(v, 2)) for k, v in by_name.items()),
+                                                         key=lambda kv: -kv[1])[:6])}
 
 
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
