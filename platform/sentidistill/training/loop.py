@@ -143,8 +143,8 @@ def init_engine(model: Any, spec: LoopSpec) -> Any:
         {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    # fused=True: one kernel over all parameters instead of ~10 elementwise passes; on CPU the step
-    # of a 135M model drops from ~0.6 s to ~0.08 s (bench/bench_train.py), on GPU it is the fast path too.
+    # fused=True: one kernel over all parameters instead of ~10 elementwise passes; on 2 CPU threads
+    # the step over DeepSpeed's flat 135M fp32 partition drops from ~0.6 s to ~0.08 s (bench/README.md).
     optimizer = None if "optimizer" in spec.deepspeed else torch.optim.AdamW(groups, lr=spec.lr, fused=True)
     schedule = "constant_with_warmup" if spec.lr_schedule == "constant" else spec.lr_schedule
     warmup = round(spec.warmup_ratio * spec.total_steps)
