@@ -114,14 +114,41 @@ def stage_rows(rd: RunDir) -> list[dict[str, Any]]:
 
 
 def data_counts(rd: RunDir) -> list[dict[str, Any]]:
-    """Flattened counts of the generation stages (QC rejections per reason included)."""
+    """Counts of the generation stages as small tables (QC rejections per reason included)."""
     blocks = []
     for stage in ("knowdist", "icldist"):
         m = rd.manifest(stage)
-        if m is None:
-            continue
-        blocks.append({"stage": stage, "counts": list(_flatten(m.counts))})
+        if m is not None:
+            blocks.append({"stage": stage, "tables": count_tables(m.counts)})
     return blocks
+
+
+def count_tables(counts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Totals first, then one table per nested group: a pivot (one row per member) when the members
+    share their keys (per task, per perspective), else key/value rows (QC reasons, variants)."""
+    scalars = [[k, _cell(v)] for k, v in counts.items() if not isinstance(v, dict)]
+    tables = [{"title": "totals", "columns": ["count", "value"], "rows": scalars}] if scalars else []
+    for key, value in counts.items():
+        if not isinstance(value, dict):
+            continue
+        members = {k: dict(_flatten(v)) for k, v in value.items() if isinstance(v, dict)}
+        cols = list(dict.fromkeys(c for m in members.values() for c in m))
+        filled = sum(len(m) for m in members.values()) / max(1, len(members) * len(cols))
+        if members and len(members) == len(value) and len(cols) <= 20 and filled >= 0.5:
+            rows = [[k, *(_cell(m.get(c, "")) for c in cols)] for k, m in members.items()]
+            tables.append({"title": key, "columns": ["", *cols], "rows": rows})
+        else:
+            tables.append({"title": key, "columns": ["count", "value"],
+                           "rows": [[k, _cell(v)] for k, v in _flatten(value)]})
+    return tables
+
+
+def _cell(value: Any) -> Any:
+    """Lists of records (e.g. per-source corpus counts) as readable text rather than Python reprs."""
+    if isinstance(value, list):
+        return "; ".join(", ".join(f"{k}={v}" for k, v in x.items()) if isinstance(x, dict) else str(x)
+                         for x in value)
+    return value
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -141,9 +168,12 @@ def _markdown(ctx: dict[str, Any]) -> str:
     lines += [f"| {s['stage']} | {s['status']} | {s['seconds']} |" for s in ctx["stages"]]
     lines += ["", "## SentiBench", "", ctx["sentibench_md"] or "_No evaluation results yet._", ""]
     for block in ctx["data_counts"]:
-        lines += [f"## Data: {block['stage']}", "", "| count | value |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in block["counts"]]
-        lines.append("")
+        lines += [f"## Data: {block['stage']}", ""]
+        for t in block["tables"]:
+            lines += [f"### {t['title']}", "", "| " + " | ".join(t["columns"]) + " |",
+                      "|" + "---|" * len(t["columns"])]
+            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in t["rows"]]
+            lines.append("")
     lines += ["## Training", ""] + [f"![training curve]({img})" for img in ctx["training_charts"]]
     lines += ["", "## Sample teacher answers", ""]
     for s in ctx["teacher_samples"]:
