@@ -4,7 +4,7 @@ The real Serve app (`serving.launch.start`: FastAPI ingress + batching StudentMo
 started twice on 127.0.0.1, on the same model and engine settings: once with serve.max_batch_size
 from the config schema (ours) and once with max_batch_size=1 (baseline: one request per forward
 pass). A real HTTP load generator (httpx, asyncio) runs closed-loop clients at each concurrency level
-(`--levels`, default 1, 8, 32): each client sends its next request when the previous one answered,
+(`--levels`, default 1, 8, 32, 64): each client sends its next request when the previous one answered,
 until the level's request budget or time limit is spent. Every request is one SST-2 test sentence
 labelled by the `sentiment` task with the served k=4 demonstrations (one forward pass per text).
 
@@ -51,7 +51,7 @@ def serve_config(args: Any, model: str, max_batch_size: int) -> Any:
                   "engine": {"kind": args.engine, "dtype": args.dtype, "batch_size": args.engine_batch_size,
                              "num_cpus": args.replica_cpus, "num_gpus": args.gpus_per_replica,
                              "max_model_len": args.max_model_len},
-                  "max_batch_size": max_batch_size},
+                  "max_batch_size": max_batch_size, "max_ongoing_requests": args.max_ongoing_requests},
     })
 
 
@@ -117,6 +117,7 @@ def run_app(args: Any, model: str, max_batch_size: int, bodies: list[dict[str, A
 
     cfg = serve_config(args, model, max_batch_size)
     out: dict[str, Any] = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": cfg.serve.batch_wait_timeout_s,
+                           "max_ongoing_requests": cfg.serve.replica_max_ongoing_requests,
                            "levels": []}
     with timed(out, "start_s"):
         endpoint = launch.start(cfg, model)
@@ -147,12 +148,15 @@ def main() -> None:
     cores = os.cpu_count() or 1
     default_mbs = ServeConfig.model_fields["max_batch_size"].default
     p = base_parser(__doc__.splitlines()[0], n=256)  # n: distinct SST-2 test sentences sent
-    p.add_argument("--levels", default="1,8,32", help="Concurrent clients per level, comma separated.")
+    p.add_argument("--levels", default="1,8,32,64", help="Concurrent clients per level, comma separated.")
     p.add_argument("--requests-per-client", type=int, default=4, help="Request budget per client per level.")
     p.add_argument("--min-requests", type=int, default=16, help="Smallest request budget of a level.")
     p.add_argument("--level-seconds", type=float, default=120.0, help="Time limit of one level.")
     p.add_argument("--max-batch-size", type=int, default=default_mbs,
                    help=f"serve.max_batch_size of our path (default: the schema's, {default_mbs}).")
+    p.add_argument("--max-ongoing-requests", type=int, default=None,
+                   help="serve.max_ongoing_requests of both apps (default: the schema's, 8 x max_batch_size; "
+                        "32 reproduces the old default behind the 64-client slowdown).")
     p.add_argument("--engine-batch-size", type=int, default=16, help="serve.engine.batch_size (local.yaml: 16).")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--replica-cpus", type=float, default=float(cores),

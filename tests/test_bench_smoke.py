@@ -87,7 +87,16 @@ def test_bench_serve_smoke(tmp_path: Path) -> None:
             assert max(int(s) for s in level["batch_sizes"]) <= mbs
 
 
-@pytest.mark.parametrize("name", ["generate", "eval", "train", "serve"])
+@pytest.mark.slow  # four child processes, each with its own local Ray
+def test_bench_scale_smoke(tmp_path: Path) -> None:
+    result, stdout = run_bench("scale", tmp_path)
+    check_table(result, stdout, "scale")
+    raw = result["raw"]
+    assert [m["rows"] for m in raw["memory"]] == [300, 3000]  # every text answered once (the child checks ids)
+    assert [p["actors"] for p in raw["pools"]] == [1, 2] and all(p["rows"] == 3000 for p in raw["pools"])
+
+
+@pytest.mark.parametrize("name", ["generate", "eval", "train", "serve", "scale"])
 def test_bench_help_imports_nothing_heavy(name: str) -> None:
     """--help parses without importing torch or Ray (heavy imports live inside the functions)."""
     script = REPO / "bench" / f"bench_{name}.py"

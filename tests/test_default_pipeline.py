@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,9 @@ def test_default_pipeline_runs_every_stage(default_run: tuple[Path, str]) -> Non
     header = next(line for line in output.splitlines() if "student-before" in line and "teacher" in line)
     assert header.index("teacher") < header.index("student-before") < header.index("student-after")
     assert "SentiBench" in output and "report/index.html" in output
+    # what the numbers cannot show is said under the table: 3 items per task, one seed
+    assert "Only 3 test items per task" in output and "eval.limit=200 'eval.seeds=[42,52,62]'" in output
+    assert "Seeds 42: the SentiBench protocol averages seeds 42, 52 and 62" in output
 
 
 def test_report_renders_in_headless_chromium(default_run: tuple[Path, str], tmp_path: Path) -> None:
@@ -90,10 +94,15 @@ def test_report_renders_in_headless_chromium(default_run: tuple[Path, str], tmp_
     seen = page["probe"]
     assert page["errors"] == [], page["errors"]  # no failed image loads, no script errors
     assert {"stages", "sentibench", "data", "training", "teacher-samples", "student-samples", "config"} <= set(seen["sections"])
-    assert seen["header"] == ["task", *MODELS]
+    # each model with its interval; the teacher and the distilled student also with their paired
+    # difference to the undistilled student
+    assert seen["header"] == ["task", "teacher", "Δ teacher", "student-before", "student-after", "Δ student-after"]
     names = [r[0] for r in seen["rows"]]
     assert set(t.name for t in load_registry().benchmark()) <= set(names) and names[-1] == "SentiBench"
-    assert all(v.replace(".", "", 1).isdigit() for r in seen["rows"] for v in r[1:]), seen["rows"]
+    score = re.compile(r"^\d+\.\d \[\d+\.\d, \d+\.\d\]$")
+    delta = re.compile(r"^[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]( \*)?$")
+    for r in seen["rows"]:
+        assert all(score.match(r[i]) for i in (1, 3, 4)) and all(delta.match(r[i]) for i in (2, 5)), r
     assert set(seen["stages"]) == {"complete"}
     srcs = [i["src"] for i in seen["images"]]
     assert any("comparison" in s for s in srcs) and sum("train" in s for s in srcs) >= 2, srcs

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from sentidistill.errors import ConfigError
 
@@ -74,9 +74,16 @@ class EngineConfig(Section):
         "auto", description="auto = bfloat16 on GPU, float32 on CPU."
     )
     trust_remote_code: bool = Field(False, description="Run model code from the hub. Off unless you trust it.")
-    max_model_len: int = Field(2048, ge=64, description="Prompt + completion token budget.")
+    max_model_len: int | None = Field(
+        None, ge=64, description="Prompt + completion token budget; None = the model's own context length "
+        "(config.json). Evaluation never cuts a prompt: one that does not fit is scored as wrong and counted.",
+    )
     batch_size: int = Field(8, ge=1, description="Rows per engine call (Ray Data batch size).")
-    concurrency: int = Field(1, ge=1, description="Engine actors in the Ray Data pool.")
+    concurrency: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
+        1, description="Engine actors in the Ray Data pool: N (fixed), or [min, max] (elastic: Ray Data's "
+        "autoscaling actor pool starts min actors, adds actors while work is queued and resources (or the cluster "
+        "autoscaler's new nodes) allow, up to max, and releases idle ones)."
+    )
     num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per engine actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per engine actor (vllm: set to tensor_parallel_size).")
     accelerator_type: str | None = Field(
@@ -116,7 +123,15 @@ class EngineConfig(Section):
             raise ValueError("kind 'openai' needs base_url (the endpoint, e.g. http://127.0.0.1:8000/v1)")
         if self.kind == "replay" and self.replay is None:
             raise ValueError("kind 'replay' needs a 'replay' section (path, text_column, response_column)")
+        if isinstance(self.concurrency, tuple) and self.concurrency[0] > self.concurrency[1]:
+            raise ValueError(f"concurrency [min, max] = {list(self.concurrency)}: min is larger than max")
         return self
+
+    @property
+    def actor_range(self) -> tuple[int, int]:
+        """(min, max) engine actors; equal for a fixed-size pool."""
+        c = self.concurrency
+        return (c, c) if isinstance(c, int) else c
 
     @property
     def display_name(self) -> str:
@@ -317,13 +332,31 @@ class TrainStageConfig(Section):
     )
 
 
+class TrainDataConfig(Section):
+    """Resources of training-data preparation (Ray Data tasks/actors); they change speed, never the rows."""
+
+    tokenize_workers: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
+        2, description="Tokenizer actors: N (fixed) or [min, max] (Ray Data's autoscaling actor pool)."
+    )
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per tokenizer actor.")
+    batch_size: int = Field(256, ge=1, description="Examples per tokenizer call.")
+
+    @model_validator(mode="after")
+    def _range(self) -> TrainDataConfig:
+        w = self.tokenize_workers
+        if isinstance(w, tuple) and w[0] > w[1]:
+            raise ValueError(f"tokenize_workers [min, max] = {list(w)}: min is larger than max")
+        return self
+
+
 class TrainConfig(Section):
     student: str | None = Field(None, description="Student model reference; None with init = layer-pruned teacher.")
     init: StudentInit | None = Field(None, description="Build the student from a subset of another model's layers.")
     trust_remote_code: bool = Field(False, description="Run the student's model code from the hub. Off unless trusted.")
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto",
-        description="auto = transformers' default (sdpa); flash_attention_2 needs the flash-attn package on GPU.",
+        description="auto = transformers' default (sdpa); flash_attention_2 needs GPU workers and the flash-attn "
+        "package (extra `flash-attn`). Packed micro-batches keep examples apart with every one of them.",
     )
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (method.md default).")
     epochs: float = Field(4.0, gt=0, description="Passes over each stage's data.")
@@ -340,6 +373,9 @@ class TrainConfig(Section):
     pack_window: int = Field(
         1024, ge=1,
         description="Examples packed together per Ray Data batch: larger fills rows better, uses more memory.",
+    )
+    data: TrainDataConfig = Field(
+        default_factory=TrainDataConfig, description="Parallelism of tokenization and packing (Ray Data)."
     )
     apply_chat_template: bool = Field(True, description="Format with the student's chat template when it has one.")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not applied to biases and norms).")
@@ -377,6 +413,9 @@ class TrainConfig(Section):
     def _stage_checks(self) -> TrainConfig:
         if self.knowdist.replay_share:
             raise ValueError("train.knowdist.replay_share must be 0: replay mixes KnowDist data into icldist only")
+        if self.attn_implementation == "flash_attention_2" and not self.use_gpu:
+            raise ValueError("train.attn_implementation: flash_attention_2 runs on GPU only (train.use_gpu: true); "
+                             "use sdpa or eager on CPU")
         return self
 
     def stage(self, name: Literal["knowdist", "icldist"]) -> TrainStageConfig:
@@ -386,6 +425,14 @@ class TrainConfig(Section):
             enabled=own.enabled, epochs=own.epochs or self.epochs, lr=own.lr or self.lr,
             max_steps=own.max_steps or self.max_steps, replay_share=own.replay_share,
         )
+
+
+class BootstrapConfig(Section):
+    """Confidence intervals over test items (docs/evaluation.md, Statistics)."""
+
+    resamples: int = Field(1000, ge=100, le=100000, description="Bootstrap resamples of the test items per task.")
+    seed: int = Field(0, description="Seed of the resampling: the same seed draws the same items for every model.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Coverage of the percentile intervals.")
 
 
 class EvalConfig(Section):
@@ -407,6 +454,11 @@ class EvalConfig(Section):
         "with the model's chat template (labels are then scored without the leading space)."
     )
     max_new_tokens: int = Field(150, ge=1, description="Greedy budget for extraction tasks.")
+    scoring: Literal["reference", "tolerant"] | None = Field(
+        None, description="reference = the upstream SentiBench scorers' decisions (paper-comparable); tolerant = "
+        "our forgiving parser; None = each task's own `scoring` (reference for the 12 SentiBench tasks). The other "
+        "mode is always written too (metrics.json: '<mode>/<metric>' fields).",
+    )
     engine: EngineConfig = Field(
         default_factory=EngineConfig,
         description="How models are run; engine.model is set per scored model (for openai: the served name).",
@@ -415,6 +467,12 @@ class EvalConfig(Section):
         default_factory=list,
         description="Models scored when --model is not given: references, or 'label=reference' to name the "
         "eval/<label> folder.",
+    )
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig,
+                                       description="Intervals of every score and of differences between models.")
+    reference: str = Field(
+        "student-before", description="Model (eval/<label> folder) every other model of a comparison is paired "
+        "against; when it is not among the compared models, the first one is.",
     )
 
     @model_validator(mode="after")
@@ -473,8 +531,22 @@ class ServeConfig(Section):
         0.02, ge=0, description="@serve.batch: longest wait for a batch to fill (adds at most this much latency)."
     )
     max_ongoing_requests: int | None = Field(
-        None, ge=1, description="Requests one model replica holds at once; None = 2 x max_batch_size. "
+        None, ge=1, description="Requests one model replica holds at once; None = 8 x max_batch_size (a replica "
+        "runs up to 4 batches at once; requests beyond it wait in Serve's router, which retries with back-off). "
         "Below max_batch_size, batches could never fill."
+    )
+    max_request_tokens: int = Field(
+        8192, ge=1, description="Most tokens one request may have generated: prompts x n x max_tokens "
+        "(/v1/extract: texts x extract_max_new_tokens). More is a 422 naming the field."
+    )
+    max_n: int = Field(8, ge=1, description="Most choices per prompt (`n`) on the OpenAI routes.")
+    engine_stall_s: float = Field(
+        300.0, gt=0, description="An engine call running longer than this marks the replica unhealthy "
+        "(check_health), and Serve replaces it; one call is at most engine.batch_size prompts."
+    )
+    health_check_period_s: float = Field(10.0, gt=0, description="How often Serve calls a model replica's check_health.")
+    health_check_timeout_s: float = Field(
+        30.0, gt=0, description="A check_health (engine probe) slower than this fails; the replica is replaced."
     )
     ingress_replicas: int = Field(1, ge=1, description="Replicas of the FastAPI ingress (prompt building, parsing).")
     ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica (mostly waits).")
@@ -520,15 +592,18 @@ class ServeConfig(Section):
                              f"serve.max_batch_size ({self.max_batch_size}): batches could never fill")
         if self.k > self.max_k:
             raise ValueError(f"serve.k ({self.k}) is more than serve.max_k ({self.max_k})")
+        if self.extract_max_new_tokens > self.max_request_tokens:
+            raise ValueError(f"serve.extract_max_new_tokens ({self.extract_max_new_tokens}) is more than "
+                             f"serve.max_request_tokens ({self.max_request_tokens}): no extraction could run")
         for key in ("max_new_tokens", "extract_max_new_tokens"):
-            if getattr(self, key) >= self.engine.max_model_len:
+            if self.engine.max_model_len is not None and getattr(self, key) >= self.engine.max_model_len:
                 raise ValueError(f"serve.{key} ({getattr(self, key)}) must be below serve.engine.max_model_len "
                                  f"({self.engine.max_model_len}), which holds prompt and completion")
         return self
 
     @property
     def replica_max_ongoing_requests(self) -> int:
-        return self.max_ongoing_requests or 2 * self.max_batch_size
+        return self.max_ongoing_requests or 8 * self.max_batch_size
 
 
 class TasksConfig(Section):

@@ -152,6 +152,83 @@ def resolve_model(ref: str, cache_dir: str | Path | None = None) -> Path:
     )
 
 
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt")
+
+
+def remote_kind(ref: str) -> str | None:
+    """'cloud' for an s3:// / gs:// folder, 'hub' for a hub id that is no local path or named model, else None."""
+    if ref.startswith(("s3://", "gs://", "gcs://")):
+        return "cloud"
+    if ref in NAMED_MODELS or Path(ref).expanduser().exists():
+        return None
+    looks_like_hub = ref.count("/") == 1 and not ref.startswith((".", "/", "~"))
+    return "hub" if looks_like_hub else None
+
+
+def remote_fingerprint(ref: str) -> str:
+    """Fingerprint of a remote model from metadata only: a hub id's commit sha, a cloud folder's
+    listing (names, sizes, mtimes) plus its small files. No weights are read."""
+    kind = remote_kind(ref)
+    if kind == "hub":
+        from huggingface_hub import HfApi
+
+        try:
+            sha = HfApi().model_info(ref).sha
+        except Exception as e:  # noqa: BLE001 - offline, gated, missing: one readable message
+            raise ModelNotFoundError(f"model {ref!r}: cannot read its hub metadata ({type(e).__name__}: "
+                                     f"{str(e).splitlines()[0][:160]}); set HF_TOKEN on the cluster for gated models")
+        return f"hub:{sha}"
+    if kind == "cloud":
+        from sentidistill.rundir import fingerprint_path
+
+        try:
+            return fingerprint_path(ref, content_limit=16 * 2**20)
+        except OSError as e:
+            raise ModelNotFoundError(f"model {ref!r}: cannot list the cloud folder: {e}") from None
+    raise ModelNotFoundError(f"model {ref!r} is not a remote reference (s3://, gs:// or a hub id)")
+
+
+def resolve_metadata(ref: str, cache_dir: str | Path | None = None) -> Path:
+    """A local folder with a model's config and tokenizer but none of its weights.
+
+    What the head needs to plan and tokenize for a model that runs elsewhere (a 70B teacher):
+    remote references are copied without weight files; local ones are returned as resolve_model does.
+    """
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    kind = remote_kind(ref)
+    if kind is None:
+        return resolve_model(ref, cache)
+    target = cache / "metadata" / hashlib.sha256(ref.encode()).hexdigest()[:16]
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        if kind == "hub":
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(ref, local_dir=str(tmp), allow_patterns=_WEIGHT_PATTERNS,
+                              ignore_patterns=[f"*{s}" for s in _WEIGHT_SUFFIXES])
+        else:
+            import pyarrow.fs as pafs
+
+            fs, root = pafs.FileSystem.from_uri(ref)
+            for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+                if info.type != pafs.FileType.File or info.path.endswith(_WEIGHT_SUFFIXES):
+                    continue
+                dest = tmp / info.path[len(root):].lstrip("/")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with fs.open_input_stream(info.path) as src:
+                    dest.write_bytes(src.read())
+        if not (tmp / "config.json").is_file():
+            raise ModelNotFoundError(f"{ref} holds no config.json: not a HF model folder")
+
+    try:
+        return _atomic_build(target, build)
+    except ModelNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ModelNotFoundError(f"model {ref!r}: could not read its config and tokenizer: {e}") from None
+
+
 def evenly_spaced_layers(total: int, keep: int) -> list[int]:
     """Keep first and last layer and spread the rest: a common layer-dropping student init."""
     if keep >= total:

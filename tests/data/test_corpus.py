@@ -14,6 +14,7 @@ from sentidistill.config import CorpusConfig, CorpusSource, load_config
 from sentidistill.data.corpus import load_corpus, resolve_sources, text_hash
 from sentidistill.errors import ConfigError, DataNotFoundError
 
+pytestmark = pytest.mark.usefixtures("ray_local")  # the corpus pipeline runs on Ray Data
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = [f"Review number {i}: the soup was {'great' if i % 2 else 'cold'} and the staff were friendly."
          for i in range(6)]

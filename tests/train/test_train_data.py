@@ -122,23 +122,41 @@ def test_packing_keeps_every_token_exactly_once(max_seq_len):
     assert len(bucket_examples(examples)) == len(examples)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])  # every train.attn_implementation that runs on CPU
 def test_packed_forward_equals_separate_forwards(tiny_model, attn):
-    """No token attends across examples: a packed row gives each example the logits it gets alone."""
+    """No token attends across examples: a packed micro-batch gives each example the logits it gets alone."""
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=attn).eval()
     examples = _random_examples(5, seed=1)
     rows = pack_examples(examples, 48)
-    assert any(r["num_examples"] > 1 for r in rows)
+    assert len(rows) > 1 and any(r["num_examples"] > 1 for r in rows)  # micro_batch_size > 1, packed rows
     batch = collate({k: [r[k] for r in rows] for k in rows[0]}, pad_id=0, packed=True)
     assert "attention_mask" not in batch
     with torch.no_grad():
         packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        for r_idx, row in enumerate(rows):
-            start = 0
+        start = 0
+        for row in rows:
             for ids, _ in _segments(row):
                 alone = model(input_ids=torch.tensor([ids])).logits[0]
-                torch.testing.assert_close(packed[r_idx, start:start + len(ids)], alone, atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(packed[0, start:start + len(ids)], alone, atol=1e-5, rtol=1e-4)
                 start += len(ids)
+    assert start == packed.shape[1]
+
+
+def test_packed_micro_batch_gives_flash_attention_the_example_boundaries():
+    """flash_attention_2 (no kernel here) only separates packed examples when transformers sees one flattened
+    row: it then builds varlen cu_seqlens from the position ids. Checked with transformers' own functions."""
+    from transformers.modeling_flash_attention_utils import _is_packed_sequence, prepare_fa_kwargs_from_position_ids
+
+    examples = _random_examples(7, seed=2)
+    rows = pack_examples(examples, 40)
+    assert len(rows) > 1
+    batch = collate({k: [r[k] for r in rows] for k in rows[0]}, pad_id=0, packed=True)
+    pos = batch["position_ids"]
+    assert batch["input_ids"].shape == pos.shape == batch["labels"].shape == (1, sum(len(i) for i, _ in examples))
+    assert bool(_is_packed_sequence(pos, batch_size=batch["input_ids"].shape[0]))
+    (cu_q, _), _ = prepare_fa_kwargs_from_position_ids(pos)
+    lengths = [len(ids) for row in rows for ids, _ in _segments(row)]
+    assert cu_q.diff().tolist() == lengths
 
 
 def test_collate_pads_with_ignored_labels():
@@ -169,3 +187,13 @@ def test_packed_loss_is_the_token_mean_of_separate_losses(tiny_model):
             total += model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item() * n
             count += n
     assert packed.item() == pytest.approx(total / count, rel=1e-4)
+
+
+def test_flash_attention_without_gpu_workers_is_refused_at_config_time():
+    from pydantic import ValidationError
+
+    from sentidistill.config import TrainConfig
+
+    with pytest.raises(ValidationError, match="train.attn_implementation: flash_attention_2 runs on GPU only"):
+        TrainConfig(attn_implementation="flash_attention_2")
+    assert TrainConfig(attn_implementation="flash_attention_2", use_gpu=True, micro_batch_size=4).micro_batch_size == 4

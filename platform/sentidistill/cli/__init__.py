@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from sentidistill.cli import config_cmd, data_cmd, eval_cmd, generate_cmd, icl_cmd, models_cmd, plan_cmd, run_cmd, serve_cmd, submit_cmd, tasks_cmd, train_cmd  # noqa: F401  (register commands)
+from sentidistill.cli import ablate_cmd, config_cmd, data_cmd, eval_cmd, generate_cmd, icl_cmd, models_cmd, plan_cmd, run_cmd, score_cmd, serve_cmd, submit_cmd, tasks_cmd, train_cmd  # noqa: F401  (register commands)
 from sentidistill.cli.app import app, console
 from sentidistill.errors import SentiDistillError
 

@@ -51,9 +51,15 @@ def plan(
     if cluster:
         from sentidistill.cluster.resources import hosted_stages, node_types_from_file, placement_problems, requirements
 
+        from pathlib import Path
+
+        import yaml
+
+        from sentidistill.cluster.images import image_problems
+
         nodes = node_types_from_file(cluster)
         reqs = [r for stage in hosted_stages(cluster) for r in requirements(cfg, stage)]
-        problems = placement_problems(reqs, nodes)
+        problems = placement_problems(reqs, nodes) + image_problems(yaml.safe_load(Path(cluster).read_text()))
         if problems:
             raise ConfigError(f"{config} does not fit {cluster}:\n  " + "\n  ".join(problems))
         console.print(f"[green]fits[/green] {cluster}: " + "; ".join(r.describe() for r in reqs))

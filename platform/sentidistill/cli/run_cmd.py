@@ -42,13 +42,15 @@ def run(
     finally:
         if table.row_count:
             console.print(table)
-    from sentidistill.report import eval_report
+    from sentidistill.cli.tables import print_comparison, rerun_hint
+    from sentidistill.evaluation import compare
     from sentidistill.rundir import RunDir
 
     rd = RunDir(cfg.run_dir)
     slugs = [s for s in result.eval_models if rd.manifest(f"eval/{s}") is not None]
     if slugs:
-        eval_report.print_eval_table(console, rd, slugs)
+        print_comparison(console, compare.build(rd, slugs, cfg.eval.reference,
+                                                rerun_hint(["sentidistill", "run", config], overrides)))
     if rd.exists("report/index.html"):
         console.print(f"report: {rd.uri('report/index.html')}")
     if serve_after:

@@ -11,6 +11,7 @@ assumptions are fields of `Throughputs` and are printed with the plan.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sentidistill.config import PipelineConfig
 from sentidistill.errors import DataNotFoundError
+
+log = logging.getLogger("sentidistill")
 
 _CHAT_OVERHEAD_TOKENS = 8  # role markers and separators a chat template adds per message
 _SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
@@ -121,6 +124,20 @@ def _knowdist_tokens(cfg: PipelineConfig, texts: int, avg_chars: float, cpt: flo
                        completion_tokens=round(completion))
 
 
+def _icl_tokens_anywhere(cfg: PipelineConfig, cpt: float) -> tuple[StageTokens, list[str]]:
+    """ICL tokens from data_dir; when that is shared storage not reachable from here (a laptop before the
+    upload), from the local SentiBench copy: the same rows, so the same estimate."""
+    from sentidistill.data.locate import remote_root
+
+    try:
+        return _icl_tokens(cfg, cpt)
+    except DataNotFoundError as e:
+        if remote_root(cfg.data_dir) is None:
+            raise
+        log.warning("plan: %s; estimating ICL prompts from the local data copy instead", str(e).split(". ")[0])
+        return _icl_tokens(cfg.model_copy(update={"data_dir": None}), cpt)
+
+
 def _icl_tokens(cfg: PipelineConfig, cpt: float, sample: int = 64) -> tuple[StageTokens, list[str]]:
     """ICL prompts built with the benchmark renderer from each task's train split, at the average k."""
     from sentidistill.tasks import build_prompt, gold_text, load_registry
@@ -169,7 +186,7 @@ def _train_tokens(cfg: PipelineConfig, data: StageTokens, stage: str, replay: St
 
 
 def _teacher_gpus(cfg: PipelineConfig) -> float:
-    return 0.0 if cfg.teacher.kind in ("openai", "replay") else cfg.teacher.concurrency * cfg.teacher.num_gpus
+    return 0.0 if cfg.teacher.kind in ("openai", "replay") else cfg.teacher.actor_range[1] * cfg.teacher.num_gpus
 
 
 def _storage(cfg: PipelineConfig, kd: StageTokens, icl: StageTokens, params: float | None,
@@ -200,7 +217,7 @@ def estimate(cfg: PipelineConfig, rates: Throughputs | None = None, *, corpus_te
     if corpus_texts is None or avg_text_chars is None:
         corpus_texts, avg_text_chars = _corpus_stats(cfg)
     kd = _knowdist_tokens(cfg, corpus_texts, avg_text_chars, cpt)
-    icl, tasks = _icl_tokens(cfg, cpt)
+    icl, tasks = _icl_tokens_anywhere(cfg, cpt)
     teacher_gpus = _teacher_gpus(cfg)
     gen_s = 0.0 if cfg.teacher.kind in ("openai", "replay") else (
         (kd.prompt_tokens + icl.prompt_tokens) / rates.prefill_tokens_per_s_per_gpu

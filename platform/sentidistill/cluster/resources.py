@@ -99,10 +99,10 @@ def requirements(cfg: PipelineConfig, stage: str = "run") -> list[Requirement]:
     per_worker = dict(t.resources_per_worker)
     gpus = per_worker.get("GPU", 1.0 if t.use_gpu else 0.0)
     found = {
-        "teacher": _engine_requirement("teacher", "teacher", cfg.teacher, cfg.teacher.concurrency),
+        "teacher": _engine_requirement("teacher", "teacher", cfg.teacher, cfg.teacher.actor_range[0]),
         "train": Requirement("train", "train.resources_per_worker", per_worker.get("CPU", 1.0), gpus,
                              t.accelerator_type, t.num_workers),
-        "eval": _engine_requirement("eval", "eval.engine", cfg.eval.engine, cfg.eval.engine.concurrency),
+        "eval": _engine_requirement("eval", "eval.engine", cfg.eval.engine, cfg.eval.engine.actor_range[0]),
         "serve": _engine_requirement("serve", "serve.engine", cfg.serve.engine, cfg.serve.autoscaling.max_replicas),
     }
     return [r for name in STAGES[stage].components if (r := found[name]) is not None]

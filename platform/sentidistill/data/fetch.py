@@ -170,3 +170,49 @@ def fetch(name: str, cache_dir: str | None = None, source: str | None = None, fo
         (tmp / "out").rename(target)
         shutil.rmtree(old, ignore_errors=True)
     return FetchResult(target, len(listing), sum(int(f["size"]) for f in listing.values()), downloaded=True)
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """Where the dataset now is on shared storage (the URI to set as data_dir) and what was copied."""
+
+    data_dir: str
+    target: str
+    files: int
+    bytes: int
+
+
+def upload(name: str, to: str, source_dir: str | None = None, cache_dir: str | None = None,
+           source: str | None = None) -> UploadResult:
+    """Copy dataset `name` to `<to>/<name>/` on shared storage (s3://, gs://), so every node reads one copy.
+
+    The local copy is `source_dir` (e.g. ../shared/data/sentibench), else the cache (fetched first if
+    missing). A file-by-file listing with sha256 sums travels with it as its fetch manifest.
+    """
+    import pyarrow.fs as pafs
+
+    from sentidistill.rundir import is_remote, split_uri
+
+    if name not in DATASETS:
+        raise DataNotFoundError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    if not is_remote(to):
+        raise DataNotFoundError(f"--to {to!r}: give shared storage (s3://bucket/path or gs://bucket/path); "
+                                "for a local copy use the cache (no --to) or --cache-dir")
+    src = Path(source_dir).expanduser() if source_dir else fetch(name, cache_dir=cache_dir, source=source).target
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.name not in _SKIP_NAMES and p.name != MANIFEST)
+    if not files:
+        raise DataNotFoundError(f"--from {str(src)!r}: no dataset files there")
+    root = to.rstrip("/")
+    fs, base = split_uri(f"{root}/{name}")
+    listing: dict[str, dict[str, int | str]] = {}
+    for f in files:
+        rel = f.relative_to(src).as_posix()
+        dest = f"{base}/{rel}"
+        fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+        pafs.copy_files(str(f), dest, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+        listing[rel] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+    manifest = {"dataset": name, "source": str(src.resolve()),
+                "uploaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": listing}
+    with fs.open_output_stream(f"{base}/{MANIFEST}") as out:
+        out.write((json.dumps(manifest, indent=2) + "\n").encode())
+    return UploadResult(root, f"{root}/{name}", len(listing), sum(int(m["size"]) for m in listing.values()))

@@ -31,11 +31,44 @@ def data_roots(data_dir: str | None = None, cache_dir: str | None = None) -> lis
     return roots
 
 
+def remote_root(data_dir: str | None = None) -> tuple[str, str] | None:
+    """(where it came from, URI) when the data root is on shared storage (s3://, gs://): then it is the only root.
+
+    A cluster's nodes must all read the same copy, so a remote root never falls back to a node's own disk.
+    """
+    from sentidistill.rundir import is_remote
+
+    for label, value in (("config data_dir", data_dir), ("$SENTIDISTILL_DATA", os.environ.get("SENTIDISTILL_DATA"))):
+        if value:
+            return (label, value.rstrip("/")) if is_remote(value) else None
+    return None
+
+
+def _resolve_remote(path: str, rel: str, label: str, root: str) -> str:
+    import pyarrow.fs as pafs
+
+    from sentidistill.rundir import split_uri
+
+    uri = f"{root}/{rel}"
+    try:
+        fs, inner = split_uri(uri)
+        found = fs.get_file_info(inner).type != pafs.FileType.NotFound
+    except OSError as e:
+        raise DataNotFoundError(f"data file {path!r}: cannot read {label} {root!r} ({e})") from None
+    if not found:
+        raise DataNotFoundError(f"data file {path!r} not found at {uri} ({label}). Upload it with "
+                                f"`sentidistill data fetch sentibench --to {root}`.")
+    return uri
+
+
 def resolve_data_path(path: str, data_dir: str | None = None, cache_dir: str | None = None) -> str:
     """`data://rel` -> the first existing root/rel; any other path or URI is returned unchanged."""
     if not path.startswith(DATA_SCHEME):
         return path
     rel = path[len(DATA_SCHEME):].lstrip("/")
+    remote = remote_root(data_dir)
+    if remote is not None:
+        return _resolve_remote(path, rel, *remote)
     roots = data_roots(data_dir, cache_dir)
     for _, root in roots:
         candidate = root / rel

@@ -52,6 +52,14 @@ class Completion:
         }
 
 
+class EngineDeadError(RuntimeError):
+    """The engine can answer nothing more (its process, device or weights are gone).
+
+    Raised instead of per-request errors: the actor holding the engine must be replaced (Ray
+    restarts it and retries the batch), not every remaining row recorded as failed.
+    """
+
+
 class Engine(ABC):
     """A loaded model. Build once per actor/replica, call many times, `shutdown()` at the end."""
 
@@ -75,6 +83,11 @@ class Engine(ABC):
 
     def shutdown(self) -> None:
         """Release the model and any child processes."""
+
+    def is_dead(self, error: BaseException) -> bool:
+        """Whether `error` means this engine can answer nothing more (default: never; HTTP engines
+        report failed requests, and the endpoint may come back)."""
+        return isinstance(error, EngineDeadError)
 
 
 def first_token_ids(tokenizer: Any, candidates: list[str]) -> list[int]:
@@ -102,3 +115,16 @@ def render_messages(tokenizer: Any, messages: list[dict[str, str]], apply_templa
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     parts = [m["content"] for m in messages]
     return "\n\n".join(parts) + "\n\n"
+
+
+def prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a prompt with its BOS token exactly once: engines and training all tokenize this way.
+
+    Chat-templated text carries its special tokens already (Llama 3's template starts with
+    `<|begin_of_text|>`); the tokenizer's defaults would put a second BOS in front. So text that
+    starts with the BOS token is tokenized as is (as `apply_chat_template(tokenize=True)` and vLLM's
+    chat path do), any other text gets the tokenizer's default special tokens.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    carries_bos = bool(bos) and text.startswith(bos)
+    return tokenizer(text, add_special_tokens=not carries_bos)["input_ids"]

@@ -8,9 +8,16 @@ from itertools import groupby
 import torch
 
 from sentidistill.config import EngineConfig
-from sentidistill.engines.base import Completion, Engine, GenerationRequest, first_token_ids, render_messages
+from sentidistill.engines.base import (
+    Completion, Engine, EngineDeadError, GenerationRequest, first_token_ids, prompt_ids, render_messages,
+)
+from sentidistill.engines.gen_config import context_length
 from sentidistill.engines.prefix_cache import PrefixCache
+from sentidistill.engines.stop_strings import first_stop, stop_criteria
 from sentidistill.models import resolve_model
+
+
+MIN_TEMPERATURE = 0.01  # vLLM's floor for temperature > 0 (sampling_params._MAX_TEMP)
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
@@ -42,6 +49,8 @@ class HFEngine(Engine):
             use_safetensors=True,
         ).to(self.device)
         self.model.eval()
+        # None = the model's own context length (the reference never cuts a prompt)
+        self.max_model_len = cfg.max_model_len or context_length(self.model_path)
         # Reusing a prefix's KV assumes plain full-attention layers (no sliding windows, no recurrent state).
         plain = not getattr(self.model.config, "sliding_window", None) and "sliding_attention" not in str(
             getattr(self.model.config, "layer_types", None) or "")
@@ -52,27 +61,33 @@ class HFEngine(Engine):
         return req.prompt if req.prompt is not None else render_messages(self.tokenizer, req.messages or [])
 
     def _encode(self, texts: list[str], budget: int) -> dict[str, torch.Tensor]:
-        # Chat templates already carry special tokens; raw prompts get the tokenizer's defaults.
-        enc = self.tokenizer(
-            texts, return_tensors="pt", padding=True, truncation=True,
-            max_length=max(8, self.cfg.max_model_len - budget),
-        )
+        # BOS once (prompt_ids), the last max_model_len - budget tokens kept, left padding.
+        limit = max(8, self.max_model_len - budget)
+        ids = [prompt_ids(self.tokenizer, t)[-limit:] for t in texts]
+        enc = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
     # Engine API ------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         out: list[Completion | None] = [None] * len(requests)
+        # Requests with and without a seed may share a call: None never meets an int in the comparison.
         key = lambda i: (requests[i].max_new_tokens, requests[i].temperature, requests[i].top_p,  # noqa: E731
-                         tuple(requests[i].stop), requests[i].seed)
+                         tuple(requests[i].stop), requests[i].seed is not None, requests[i].seed or 0)
         order = sorted(range(len(requests)), key=key)
-        for params, group in groupby(order, key=key):
+        for _, group in groupby(order, key=key):
             idx = list(group)
-            for start in range(0, len(idx), self.cfg.batch_size):
-                chunk = idx[start:start + self.cfg.batch_size]
+            first = requests[idx[0]]
+            params = (first.max_new_tokens, first.temperature, first.top_p, tuple(first.stop), first.seed)
+            # A seeded request runs alone: its sample must not depend on which neighbours shared its call.
+            size = 1 if first.seed is not None and first.temperature > 0 else self.cfg.batch_size
+            for start in range(0, len(idx), size):
+                chunk = idx[start:start + size]
                 try:
                     results = self._generate_batch([requests[i] for i in chunk], *params)
                 except Exception as e:  # noqa: BLE001 - recorded per row, retried on the next run
+                    if self.is_dead(e):  # the device or the weights are gone: every later row would fail too
+                        raise EngineDeadError(f"hf engine: {type(e).__name__}: {e}") from e
                     results = [Completion("", "error", error=f"{type(e).__name__}: {e}") for _ in chunk]
                 for i, r in zip(chunk, results, strict=True):
                     out[i] = r
@@ -85,12 +100,12 @@ class HFEngine(Engine):
         if seed is not None:
             torch.manual_seed(seed)
         gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
-        if temp > 0:
-            gen_kwargs.update(do_sample=True, temperature=temp, top_p=top_p)
+        if temp > 0:  # tiny temperatures overflow the logits: raised to vLLM's floor, as vLLM does
+            gen_kwargs.update(do_sample=True, temperature=max(temp, MIN_TEMPERATURE), top_p=top_p)
         else:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if stop:
-            gen_kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+        if stop:  # not transformers' stop_strings: its set-up cost grows with vocabulary x stop length
+            gen_kwargs["stopping_criteria"] = stop_criteria(self.tokenizer, list(stop), enc["input_ids"].shape[1])
         seqs = self.model.generate(**enc, **gen_kwargs)
         new = seqs[:, enc["input_ids"].shape[1]:]
         latency = (time.perf_counter() - t0) / len(reqs)
@@ -101,9 +116,9 @@ class HFEngine(Engine):
             finished = n is not None
             toks = row[: n] if finished else row
             text = self.tokenizer.decode(toks, skip_special_tokens=True)
-            hit_stop = next((s for s in stop if s in text), None)
-            if hit_stop:
-                text, finished = text[: text.index(hit_stop)], True
+            cut = first_stop(text, stop)
+            if cut is not None:
+                text, finished = text[:cut], True
             reason = "stop" if finished or len(toks) < max_new else "length"
             results.append(Completion(text, reason, int(mask.sum()), len(toks), round(latency, 4)))
         return results
@@ -117,8 +132,8 @@ class HFEngine(Engine):
     def score_next_token(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
         """One forward pass per prompt; prompts sharing a cached prefix run only their suffix."""
         ids = first_token_ids(self.tokenizer, candidates)
-        tokens = [tuple(t) for t in self.tokenizer(prompts)["input_ids"]]
-        fits = all(len(t) <= self.cfg.max_model_len - 1 for t in tokens)  # over-long ones take the truncating path
+        tokens = [tuple(prompt_ids(self.tokenizer, p)) for p in prompts]
+        fits = all(len(t) <= self.max_model_len - 1 for t in tokens)  # over-long ones take the truncating path
         prefixes = self.prefix_cache.assign(tokens) if fits else [None] * len(tokens)
         groups: dict[tuple[int, ...] | None, list[int]] = {}
         for i, prefix in enumerate(prefixes):
@@ -176,3 +191,8 @@ class HFEngine(Engine):
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def is_dead(self, error: BaseException) -> bool:
+        """Shut down, or a device error (CUDA errors leave the context unusable); out-of-memory is not one."""
+        return super().is_dead(error) or not hasattr(self, "model") or (
+            isinstance(error, torch.AcceleratorError) and not isinstance(error, torch.OutOfMemoryError))

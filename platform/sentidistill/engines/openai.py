@@ -126,6 +126,10 @@ class OpenAIEngine(Engine):
                 if resp.status_code < 400:
                     return resp.json()
                 error = f"HTTP {resp.status_code} from {route}: {resp.text[:300]}"
+                if resp.status_code in (401, 403):
+                    error += (f" (key sent from ${self.cfg.api_key_env})" if self._key else
+                              " (no key sent: set engine.api_key_env, or serve.api_key_env for `eval --endpoint`, "
+                              "to the NAME of the environment variable that holds it)")
                 if resp.status_code != 429 and resp.status_code < 500:
                     raise EndpointError(self._scrub(error), resp.status_code)
                 retry_after = retry_after_s(resp.headers.get("retry-after"))

@@ -1,22 +1,73 @@
-"""Ray Data actor-pool settings from an EngineConfig: resources stay out of the UDF logic."""
+"""Ray Data actor-pool settings from an EngineConfig: resources stay out of the UDF logic.
+
+Also what an engine actor does when its engine dies. An HTTP engine (kind openai) only waits on the
+network, so its actors reserve no GPU and no accelerator, whatever the section's resource fields say
+(an eval section written for a local vllm engine is reused by `eval --endpoint`).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from sentidistill.config import EngineConfig
+from sentidistill.engines.base import Engine, EngineDeadError
+
+log = logging.getLogger("sentidistill")
+
+# How often Ray replaces one pool actor whose engine died (each time with a fresh engine, retrying the
+# batch it held) before the job fails: a flaky engine recovers, a broken node or model does not loop forever.
+ENGINE_RESTARTS = 3
+DEAD_ENGINE_EXIT_CODE = 70  # EX_SOFTWARE: the actor process ends so that Ray restarts it
 
 
 def map_batches_kwargs(cfg: EngineConfig) -> dict[str, Any]:
-    """kwargs for `Dataset.map_batches(UDFClass, **kwargs)` that run `cfg.concurrency` engine actors."""
+    """kwargs for `Dataset.map_batches(UDFClass, **kwargs)`: `cfg.concurrency` engine actors, a fixed
+    pool for N, Ray Data's autoscaling pool for [min, max] (grows while batches queue, shrinks when idle)."""
     from ray.data import ActorPoolStrategy
 
+    low, high = cfg.actor_range
+    compute = ActorPoolStrategy(size=low) if low == high else ActorPoolStrategy(min_size=low, max_size=high)
+    local_model = cfg.kind != "openai"  # openai actors are HTTP clients
     kwargs: dict[str, Any] = {
-        "compute": ActorPoolStrategy(size=cfg.concurrency),
+        "compute": compute,
         "batch_size": cfg.batch_size,
         "num_cpus": cfg.num_cpus,
-        "num_gpus": cfg.num_gpus,
+        "num_gpus": cfg.num_gpus if local_model else 0,
+        "ray_remote_args_fn": restart_args,  # merged over Ray Data's unbounded defaults when an actor starts
     }
-    if cfg.accelerator_type:
+    if cfg.accelerator_type and local_model:
         kwargs["accelerator_type"] = cfg.accelerator_type
     return kwargs
+
+
+def restart_args() -> dict[str, int]:
+    """Actor options of every engine pool: a dead engine's actor is restarted and its batch retried."""
+    return {"max_restarts": ENGINE_RESTARTS, "max_task_retries": ENGINE_RESTARTS}
+
+
+def in_ray_actor() -> bool:
+    """True inside a Ray actor process (a pool actor); False on the driver and in plain tests."""
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+
+
+def exit_if_engine_dead(engine: Engine, error: BaseException) -> None:
+    """Called with any exception a UDF got from its engine; returns when the engine is still alive.
+
+    A dead engine would turn every remaining row into an error. Inside a Ray actor the process exits
+    instead, so Ray restarts the actor (a new engine) and retries its batch (`max_restarts`,
+    `max_task_retries`); elsewhere EngineDeadError is raised.
+    """
+    if not engine.is_dead(error):
+        return
+    if in_ray_actor():
+        log.error("engine %s (%s) is dead: %s: %s; exiting this actor so that Ray replaces it",
+                  engine.name, engine.kind, type(error).__name__, error)
+        logging.shutdown()
+        os._exit(DEAD_ENGINE_EXIT_CODE)
+    if isinstance(error, EngineDeadError):
+        raise error
+    raise EngineDeadError(f"engine {engine.kind}: {type(error).__name__}: {error}") from error

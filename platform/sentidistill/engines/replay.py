@@ -109,7 +109,9 @@ def iter_replay_rows(cfg: ReplayConfig, data_dir: str | None = None,
             dropped += 1
             continue
         raw_id = row.get(cfg.id_column) if cfg.id_column else None
-        source_id = str(raw_id) if raw_id is not None else text_id(text)
+        # the same id rule as data.corpus (stripped string; the text hash without an id column), so the
+        # generate stage's corpus ids are exactly the keys looked up here
+        source_id = str(raw_id).strip() if raw_id is not None else text_id(text)
         if source_id in seen:
             dropped += 1
             continue

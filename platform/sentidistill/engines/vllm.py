@@ -19,7 +19,10 @@ import time
 from typing import Any
 
 from sentidistill.config import EngineConfig
-from sentidistill.engines.base import Completion, Engine, GenerationRequest, first_token_ids, render_messages
+from sentidistill.engines.base import (
+    Completion, Engine, EngineDeadError, GenerationRequest, first_token_ids, prompt_ids, render_messages,
+)
+from sentidistill.engines.gen_config import load_generation_config, vllm_sampling_defaults
 from sentidistill.errors import ConfigError
 from sentidistill.models import resolve_model
 
@@ -60,6 +63,10 @@ class VLLMEngine(Engine):
         self.model_path = resolve_model(cfg.model, cache_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=cfg.trust_remote_code)
         self.llm: Any = vllm.LLM(**self._llm_kwargs())
+        # max_model_len None = the model's own context, as vLLM resolved it
+        self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
+        # explicit SamplingParams make vLLM ignore generation_config: its settings are passed on (_params)
+        self.gen_cfg = load_generation_config(self.model_path)
 
     def _llm_kwargs(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -81,14 +88,15 @@ class VLLMEngine(Engine):
         return kwargs
 
     def _token_ids(self, text: str, budget: int) -> list[int]:
-        """Tokenize like the hf engine: tokenizer defaults, keep the last max_model_len - budget tokens."""
-        ids = self.tokenizer(text)["input_ids"]
-        return ids[-max(8, self.cfg.max_model_len - budget):]
+        """Tokenize like the hf engine: BOS once (prompt_ids), keep the last max_model_len - budget tokens."""
+        ids = prompt_ids(self.tokenizer, text)
+        return ids[-max(8, self.max_model_len - budget):]
 
     def _params(self, req: GenerationRequest, prompt_len: int) -> Any:
         return self._sampling_params(
-            max_tokens=max(1, min(req.max_new_tokens, self.cfg.max_model_len - prompt_len)),
+            max_tokens=max(1, min(req.max_new_tokens, self.max_model_len - prompt_len)),
             temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=list(req.stop) or None,
+            **vllm_sampling_defaults(self.gen_cfg, req.temperature > 0),
         )
 
     # Engine API ------------------------------------------------------------
@@ -103,7 +111,8 @@ class VLLMEngine(Engine):
             params.append(self._params(r, len(ids)))
         try:
             return self._run(prompts, params)
-        except Exception:  # noqa: BLE001 - one bad request fails vLLM's whole call: isolate it
+        except Exception as e:  # noqa: BLE001 - one bad request fails vLLM's whole call: isolate it
+            self._raise_if_dead(e)
             return [self._run_one(p, sp) for p, sp in zip(prompts, params, strict=True)]
 
     def _run(self, prompts: list[dict[str, Any]], params: list[Any]) -> list[Completion]:
@@ -122,7 +131,18 @@ class VLLMEngine(Engine):
         try:
             return self._run([prompt], [params])[0]
         except Exception as e:  # noqa: BLE001 - recorded per row, retried on the next run
+            self._raise_if_dead(e)
             return Completion("", "error", error=f"{type(e).__name__}: {e}")
+
+    def is_dead(self, error: BaseException) -> bool:
+        """Shut down, or vLLM's engine-core process is gone (it never comes back: EngineDeadError)."""
+        from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDead
+
+        return super().is_dead(error) or self.llm is None or isinstance(error, VLLMEngineDead)
+
+    def _raise_if_dead(self, error: Exception) -> None:
+        if self.is_dead(error):  # every later request would fail too: the actor must be replaced
+            raise EngineDeadError(f"vllm engine: {type(error).__name__}: {error}") from error
 
     def score_next_token(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
         """Raw next-token logits of each candidate's first token: one 1-token step (= one prefill) per prompt.

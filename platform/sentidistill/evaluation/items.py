@@ -18,6 +18,7 @@ from sentidistill.config import config_hash
 from sentidistill.engines.base import first_token_ids
 from sentidistill.errors import ConfigError
 from sentidistill.tasks import Example, TaskSpec, build_prompt, classification_candidates, sample_demos
+from sentidistill.tasks.reference import scoring_mode
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,8 @@ class Protocol:
     limit: int | None
     chat: bool
     max_new_tokens: int
-    max_model_len: int
+    max_model_len: int | None  # the model's context (resolved); None = unknown (an endpoint decides)
+    scoring: str | None = None  # eval.scoring; None = each task's own mode
 
     def k_for(self, task: TaskSpec) -> int:
         return task.layout.k if self.k is None else self.k
@@ -37,9 +39,12 @@ class Protocol:
         """Tokens the engine reserves after the prompt: one scored token, or the generation budget."""
         return 1 if task.kind == "classify" else self.max_new_tokens
 
-    def prompt_limit(self, task: TaskSpec) -> int:
-        """Longest prompt the hf and vllm engines keep whole (they cut longer ones on the left)."""
-        return max(8, self.max_model_len - self.budget(task))
+    def fits(self, task: TaskSpec, prompt_tokens: int | None) -> bool:
+        """Does the prompt plus its answer budget fit the model? Unknown lengths are sent as they are.
+        The reference never cuts a prompt, so one that does not fit is never run (scored wrong)."""
+        if self.max_model_len is None or prompt_tokens is None:
+            return True
+        return prompt_tokens + self.budget(task) <= self.max_model_len
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,8 @@ def part_key(task: TaskSpec, seed: int, protocol: Protocol, engine: dict[str, An
              data: dict[str, str]) -> str:
     """Hash of what decides a part's predictions; the generation budget counts for extraction only."""
     settings = {"k": protocol.k_for(task), "limit": protocol.limit, "chat": protocol.chat,
-                "max_new_tokens": protocol.max_new_tokens if task.kind == "extract" else None}
+                "max_new_tokens": protocol.max_new_tokens if task.kind == "extract" else None,
+                "max_model_len": protocol.max_model_len, "scoring": scoring_mode(task, protocol.scoring)}
     return config_hash(engine, settings, task.fingerprint(), data, model, seed)
 
 

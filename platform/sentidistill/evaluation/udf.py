@@ -16,7 +16,10 @@ from typing import Any
 
 from sentidistill.config import EngineConfig
 from sentidistill.engines import Engine, GenerationRequest, build_engine
-from sentidistill.engines.base import render_messages
+from sentidistill.engines.base import first_token_ids, prompt_ids, render_messages
+from sentidistill.engines.gen_config import apply_processors, greedy_processors
+from sentidistill.engines.openai import EndpointError
+from sentidistill.engines.pool import exit_if_engine_dead
 from sentidistill.tasks import as_messages
 
 REQUIRED_COLUMNS: dict[str, str] = {
@@ -28,8 +31,8 @@ REQUIRED_COLUMNS: dict[str, str] = {
     "candidates": "classify: JSON list of label strings whose first token is scored; extract: null.",
     "max_new_tokens": "extract: greedy generation budget (int).",
 }
-OUTPUT_COLUMNS = ("part", "idx", "output", "scores", "finish_reason", "prompt_tokens", "completion_tokens",
-                  "error", "dtype")
+OUTPUT_COLUMNS = ("part", "idx", "output", "scores", "processed_scores", "finish_reason", "prompt_tokens",
+                  "completion_tokens", "error", "dtype", "logit_processors")
 
 
 def _rows(batch: Any) -> list[dict[str, Any]]:
@@ -65,6 +68,17 @@ class EvalUDF:
     def __init__(self, engine_cfg: EngineConfig, cache_dir: str | None = None):
         self.engine = build_engine(engine_cfg, cache_dir)
         self.dtype = engine_dtype(self.engine)
+        self.processors, not_applied = self._model_processors()
+        # recorded with every row (metrics.json): which generation_config settings shaped the label logits
+        self.processor_note = None if self.engine.kind not in ("hf", "vllm") else json.dumps(
+            {"applied": self.processors, "not_applied": not_applied}, sort_keys=True)
+
+    def _model_processors(self) -> tuple[dict[str, Any], list[str]]:
+        """The model's greedy logits processors (hf: the loaded generation_config; vllm: the folder's).
+        Endpoints score with whatever the server does: nothing is applied here."""
+        gen_cfg = getattr(getattr(self.engine, "model", None), "generation_config", None)
+        gen_cfg = gen_cfg or getattr(self.engine, "gen_cfg", None)
+        return greedy_processors(gen_cfg) if gen_cfg is not None else ({}, [])
 
     def _scoring_text(self, row: dict[str, Any]) -> str:
         if not row["chat"]:
@@ -80,11 +94,21 @@ class EvalUDF:
         for i, r in enumerate(rows):
             groups.setdefault(r["candidates"], []).append(i)
         for cands, idx in groups.items():
-            logits = self.engine.score_next_token([self._scoring_text(rows[i]) for i in idx], json.loads(cands))
-            for i, values in zip(idx, logits, strict=True):
+            texts = [self._scoring_text(rows[i]) for i in idx]
+            try:
+                logits = self.engine.score_next_token(texts, json.loads(cands))
+            except EndpointError as e:  # only these items fail: their parts are not written, the next run retries
+                for i in idx:
+                    out[i].update(finish_reason="error", error=f"{type(e).__name__}: {e}")
+                continue
+            cand_ids = first_token_ids(self.engine.tokenizer, json.loads(cands)) if self.processors else []
+            for i, text, values in zip(idx, texts, logits, strict=True):
                 # JSON has no infinity: a label the endpoint did not return is null (never predicted)
                 finite = [v if math.isfinite(v) else None for v in values]
                 out[i].update(scores=json.dumps(finite), finish_reason="scored", completion_tokens=0)
+                if self.processors:  # reference mode compares these, as generate(...).scores[0] does
+                    done = apply_processors(self.processors, prompt_ids(self.engine.tokenizer, text), cand_ids, values)
+                    out[i]["processed_scores"] = json.dumps([v if math.isfinite(v) else None for v in done])
 
     def _extract(self, rows: list[dict[str, Any]], out: list[dict[str, Any]]) -> None:
         reqs = [GenerationRequest(prompt=None if r["chat"] else r["prompt"],
@@ -99,14 +123,19 @@ class EvalUDF:
         """batch: a pyarrow Table (`map_batches(..., batch_format="pyarrow")`) or a dict of columns."""
         check_columns(batch.column_names if hasattr(batch, "column_names") else list(batch))
         rows = _rows(batch)
-        out = [{"part": r["part"], "idx": r["idx"], "output": None, "scores": None, "finish_reason": None,
-                "prompt_tokens": None, "completion_tokens": None, "error": None, "dtype": self.dtype} for r in rows]
+        out = [{"part": r["part"], "idx": r["idx"], "output": None, "scores": None, "processed_scores": None,
+                "finish_reason": None, "prompt_tokens": None, "completion_tokens": None, "error": None,
+                "dtype": self.dtype, "logit_processors": self.processor_note} for r in rows]
         classify = [i for i, r in enumerate(rows) if r["kind"] == "classify"]
         extract = [i for i, r in enumerate(rows) if r["kind"] == "extract"]
         for indices, handler in ((classify, self._classify), (extract, self._extract)):
             if indices:
                 sub = [out[i] for i in indices]
-                handler([rows[i] for i in indices], sub)
+                try:
+                    handler([rows[i] for i in indices], sub)
+                except Exception as e:  # a dead engine ends this actor (Ray restarts it); anything else fails the job
+                    exit_if_engine_dead(self.engine, e)
+                    raise
         return {col: [o[col] for o in out] for col in OUTPUT_COLUMNS}
 
     def close(self) -> None:

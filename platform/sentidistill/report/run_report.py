@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 from sentidistill.config import PipelineConfig, config_hash, dump_config
+from sentidistill.evaluation import compare
 from sentidistill.report import eval_report
 from sentidistill.rundir import Manifest, RunDir
 
@@ -190,17 +191,16 @@ def build(cfg: PipelineConfig, models: dict[str, str]) -> Manifest:
               if (m := rd.manifest(f)) is not None and m.status == "complete"}
     with rd.stage_run("report", config_hash(sorted(models.items())), inputs) as manifest:
         slugs = [s for s in models if rd.manifest(f"eval/{s}") is not None]
-        sentibench = eval_report.comparison(rd, slugs)
-        charts = [p.split("/", 1)[1] if p.startswith("report/") else f"../{p}"
-                  for p in eval_report.write_eval_report(rd, slugs)] if slugs else []
+        comp = compare.build(rd, slugs, cfg.eval.reference) if slugs else None
+        charts = [f"../{p}" for p in eval_report.write_eval_report(rd, comp)] if comp else []
         ctx = {
             "run_dir": rd.uri(), "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "stages": stage_rows(rd), "data_counts": data_counts(rd), "training_charts": training_charts(rd),
             "teacher_samples": teacher_samples(rd), "student_samples": student_samples(rd),
             "config_yaml": dump_config(cfg),
-            "sentibench": {"models": sentibench["models"], "rows": sentibench["rows"],
+            "sentibench": {**(comp.as_dict() if comp else {"rows": []}),
                            "charts": [c for c in charts if c.endswith(".png")]},
-            "sentibench_md": sentibench["markdown"],
+            "sentibench_md": comp.markdown() if comp else "",
         }
         env = Environment(autoescape=select_autoescape(["html", "j2"]))
         template = env.from_string(

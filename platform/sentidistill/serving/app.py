@@ -60,8 +60,21 @@ def app_settings(cfg: PipelineConfig, model: str | None = None) -> AppSettings:
     tasks = cfg.tasks.model_copy(update={"extra_files": [_absolute(f) for f in cfg.tasks.extra_files]})
     cfg = cfg.model_copy(update={"data_dir": cfg.data_dir and _absolute(cfg.data_dir),
                                  "cache_dir": cfg.cache_dir and _absolute(cfg.cache_dir), "tasks": tasks})
-    served_name = cfg.serve.served_model_name or cfg.serve.engine.name or given or ref
+    served_name = cfg.serve.served_model_name or cfg.serve.engine.name or short_name(given or ref)
     return AppSettings(cfg=cfg, model_ref=ref, served_name=served_name)
+
+
+def short_name(ref: str) -> str:
+    """The name a model is served under by default: its folder's name, never a filesystem path.
+
+    `.../students/tiny` -> `tiny`; a run's `.../train/icldist/model` -> `icldist-model`; a hub id
+    `org/name` -> `name`; a named model stays as it is.
+    """
+    parts = [p for p in ref.split("://")[-1].replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    if not parts:
+        return ref
+    last = parts[-1].removesuffix(".gguf")
+    return f"{parts[-2]}-{last}" if last == "model" and len(parts) > 1 else last
 
 
 def bind_app(settings: AppSettings) -> Application:
@@ -76,7 +89,10 @@ def bind_app(settings: AppSettings) -> Application:
         ray_actor_options=model_options,
         autoscaling_config=s.autoscaling.model_dump(),
         max_ongoing_requests=s.replica_max_ongoing_requests,
-    ).bind(engine_cfg, cfg.cache_dir, s.max_batch_size, s.batch_wait_timeout_s)
+        health_check_period_s=s.health_check_period_s,
+        health_check_timeout_s=s.health_check_timeout_s,
+    ).bind(engine_cfg, cfg.cache_dir, s.max_batch_size, s.batch_wait_timeout_s, s.engine_stall_s,
+           0.8 * s.health_check_timeout_s)
     return Ingress.options(
         num_replicas=s.ingress_replicas,
         max_ongoing_requests=s.ingress_max_ongoing_requests,

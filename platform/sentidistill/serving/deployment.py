@@ -2,20 +2,28 @@
 
 Two batched methods, one per engine operation: `score` (first-token label logits) and `generate`.
 Each batched unit is one HTTP request's work (its prompts), so concurrent requests share a forward
-pass. Engine calls run on one worker thread per replica: the event loop keeps accepting requests
-(which fill the next batch) and the engine never runs two calls at once (vLLM's `LLM` is not
-thread-safe). Failures come back per request as data, so one bad request never fails its batch
-neighbours and nothing a client sends can crash the replica.
+pass. Engine calls run on one worker thread per replica (vLLM's `LLM` is not thread-safe) and are at
+most `engine.batch_size` prompts each: several batches run at once (`MAX_CONCURRENT_BATCHES`)
+and their calls take turns on the worker, so a long request holds a short one back by one call at
+most. Before each call the batch drops the work of requests nobody waits for any more (the caller
+cancelled, or its timeout passed). Failures come back per request as data; a failed call is retried
+request by request, so one bad request never fails its batch neighbours.
+
+`check_health` (called by Serve every `serve.health_check_period_s`) fails when an engine call has
+run longer than `serve.engine_stall_s` (a frozen engine) or a one-token probe fails (a dead one):
+Serve then replaces the replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ray import serve
 
@@ -24,13 +32,35 @@ from sentidistill.engines import Completion, GenerationRequest, build_engine
 
 log = logging.getLogger("ray.serve")
 
-ErrorKind = Literal["client", "engine"]
+ErrorKind = Literal["client", "engine", "cancelled"]
+T = TypeVar("T")
+PROBE = GenerationRequest(prompt="ok", max_new_tokens=1)
+# Batches one replica runs at once: their engine calls take turns on the worker thread, so a request
+# waits behind at most one call of each other batch (serve.max_ongoing_requests defaults to 8 x batch).
+MAX_CONCURRENT_BATCHES = 4
 
 
 @dataclass
-class ScoreJob:
-    prompts: list[str]
-    candidates: list[str]
+class Job:
+    """One request's engine work and how long its caller waits for it (from its arrival at the replica)."""
+
+    timeout_s: float
+    expires: float = 0.0
+    cancelled: bool = False
+
+    def gone(self) -> bool:
+        return self.cancelled or time.monotonic() > self.expires
+
+
+@dataclass
+class ScoreJob(Job):
+    prompts: list[str] = field(default_factory=list)
+    candidates: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GenerateJob(Job):
+    requests: list[GenerationRequest] = field(default_factory=list)
 
 
 @dataclass
@@ -47,69 +77,164 @@ class GenerateOutput:
     batch_requests: int = 1
 
 
+def sampling_key(r: GenerationRequest) -> tuple[Any, ...]:
+    """Requests with equal keys can share one engine call; never compares None with an int."""
+    return r.max_new_tokens, r.temperature, r.top_p, tuple(r.stop), r.seed is not None, r.seed or 0
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 @serve.deployment(name="StudentModel")
 class StudentModel:
     """A loaded student; `score` and `generate` are the engine's two operations, batched across requests."""
 
     def __init__(self, engine_cfg: EngineConfig, cache_dir: str | None, max_batch_size: int,
-                 batch_wait_timeout_s: float):
+                 batch_wait_timeout_s: float, engine_stall_s: float = 300.0, probe_timeout_s: float = 20.0):
         self.engine = build_engine(engine_cfg, cache_dir)
         self.name = engine_cfg.display_name
+        self.call_size = max(1, engine_cfg.batch_size)
+        self.stall_s = engine_stall_s
+        self.probe_timeout_s = probe_timeout_s
+        self.call_started: float | None = None  # monotonic start of the engine call now running
+        self.problem: str | None = None  # why the last probe failed
+        self.dropped = 0  # requests whose work was skipped: cancelled or past their timeout
+        self.longest_call_s = 0.0  # the longest engine call so far: what one call may hold the engine for
+        self.calls_done = 0
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="engine")
-        for method in (self.score, self.generate):
+        for method in (self._score_batch, self._generate_batch):
             method.set_max_batch_size(max_batch_size)
             method.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+    # engine calls -------------------------------------------------------------
+    def _timed(self, fn: Callable[..., T], *args: Any) -> T:
+        self.call_started = started = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            self.call_started = None
+            self.calls_done += 1
+            self.longest_call_s = max(self.longest_call_s, time.monotonic() - started)
 
-    @serve.batch
-    async def score(self, jobs: list[ScoreJob]) -> list[ScoreOutput]:
-        """Jobs with the same candidates share one engine call; a failing group fails only its own jobs."""
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._timed, fn, *args)
+
+    # request entry points -----------------------------------------------------
+    async def score(self, job: ScoreJob) -> ScoreOutput:
+        return await self._tracked(self._score_batch, job)
+
+    async def generate(self, job: GenerateJob) -> GenerateOutput:
+        return await self._tracked(self._generate_batch, job)
+
+    @staticmethod
+    async def _tracked(batched: Any, job: Job) -> Any:
+        """Start the job's clock here; a cancelled caller (client gone, ingress timeout) marks it gone."""
+        job.expires = time.monotonic() + job.timeout_s
+        try:
+            return await batched(job)
+        except asyncio.CancelledError:
+            job.cancelled = True
+            raise
+
+    # batched work -------------------------------------------------------------
+    @serve.batch(max_concurrent_batches=MAX_CONCURRENT_BATCHES)
+    async def _score_batch(self, jobs: list[ScoreJob]) -> list[ScoreOutput]:
+        """Jobs with the same candidates share engine calls; a failing call is retried job by job."""
         outputs = [ScoreOutput(batch_requests=len(jobs)) for _ in jobs]
         key = lambda i: tuple(jobs[i].candidates)  # noqa: E731
         for _, group in groupby(sorted(range(len(jobs)), key=key), key=key):
-            idx = list(group)
-            prompts = [p for i in idx for p in jobs[i].prompts]
-            try:
-                rows = await self._run(self.engine.score_next_token, prompts, jobs[idx[0]].candidates)
-            except ValueError as e:  # labels the tokenizer cannot tell apart: the request's candidates
-                self._fail(outputs, idx, str(e), "client")
-                continue
-            except Exception as e:  # noqa: BLE001 - reported to the client as an engine error (502)
-                log.exception("score_next_token failed")
-                self._fail(outputs, idx, f"{type(e).__name__}: {e}", "engine")
-                continue
-            start = 0
-            for i in idx:
-                n = len(jobs[i].prompts)
-                outputs[i].logits = rows[start:start + n]
-                start += n
+            pairs = [(i, p) for i in group for p in jobs[i].prompts]
+            for chunk in chunks(pairs, self.call_size):
+                await self._score_chunk(jobs, outputs, chunk)
         return outputs
 
-    @staticmethod
-    def _fail(outputs: list[ScoreOutput], idx: list[int], message: str, kind: ErrorKind) -> None:
-        for i in idx:
-            outputs[i].error, outputs[i].error_kind = message, kind
-
-    @serve.batch
-    async def generate(self, jobs: list[list[GenerationRequest]]) -> list[GenerateOutput]:
-        """All requests of the batch in one engine call (the engine groups equal sampling params)."""
-        flat = [r for job in jobs for r in job]
+    async def _score_chunk(self, jobs: list[ScoreJob], outputs: list[ScoreOutput],
+                           chunk: Sequence[tuple[int, str]]) -> None:
+        live = [(i, p) for i, p in chunk if outputs[i].error is None and not self._dropped(jobs[i], outputs[i])]
+        if not live:
+            return
         try:
-            done: list[Completion] = await self._run(self.engine.generate, flat)
+            rows = await self._run(self.engine.score_next_token, [p for _, p in live], jobs[live[0][0]].candidates)
+        except Exception as e:  # noqa: BLE001 - isolated below, then reported per request
+            owners = sorted({i for i, _ in live})
+            if len(owners) > 1:  # retry each request alone: only the one at fault fails
+                for i in owners:
+                    await self._score_chunk(jobs, outputs, [(j, p) for j, p in live if j == i])
+                return
+            kind: ErrorKind = "client" if isinstance(e, ValueError) else "engine"
+            if kind == "engine":
+                log.exception("score_next_token failed")
+            outputs[owners[0]].error = str(e) if kind == "client" else f"{type(e).__name__}: {e}"
+            outputs[owners[0]].error_kind = kind
+            return
+        for (i, _), row in zip(live, rows, strict=True):
+            outputs[i].logits.append(row)
+
+    @serve.batch(max_concurrent_batches=MAX_CONCURRENT_BATCHES)
+    async def _generate_batch(self, jobs: list[GenerateJob]) -> list[GenerateOutput]:
+        """Requests sorted by sampling params, in engine calls of engine.batch_size; gone jobs are skipped."""
+        done: list[list[Completion | None]] = [[None] * len(job.requests) for job in jobs]
+        pairs = sorted(((i, j) for i, job in enumerate(jobs) for j in range(len(job.requests))),
+                       key=lambda ij: sampling_key(jobs[ij[0]].requests[ij[1]]))
+        skipped: set[int] = set()
+        for chunk in chunks(pairs, self.call_size):
+            gone = {i for i, _ in chunk if jobs[i].gone()}
+            self.dropped += len(gone - skipped)
+            skipped |= gone
+            live = [(i, j) for i, j in chunk if i not in skipped]
+            if live:
+                await self._generate_chunk(jobs, done, live)
+        return [GenerateOutput([c or Completion("", "error", error="cancelled") for c in row], len(jobs))
+                for row in done]
+
+    async def _generate_chunk(self, jobs: list[GenerateJob], done: list[list[Completion | None]],
+                              live: list[tuple[int, int]]) -> None:
+        try:
+            results = await self._run(self.engine.generate, [jobs[i].requests[j] for i, j in live])
         except Exception as e:  # noqa: BLE001 - engines report per-row errors; this is the last guard
             log.exception("generate failed")
-            done = [Completion("", "error", error=f"{type(e).__name__}: {e}") for _ in flat]
-        outputs, start = [], 0
-        for job in jobs:
-            outputs.append(GenerateOutput(done[start:start + len(job)], batch_requests=len(jobs)))
-            start += len(job)
-        return outputs
+            results = [Completion("", "error", error=f"{type(e).__name__}: {e}") for _ in live]
+        for (i, j), c in zip(live, results, strict=True):
+            done[i][j] = c
 
-    async def info(self) -> dict[str, str]:
-        """Answered only once the engine is loaded (the constructor finished): what /healthz asks."""
-        return {"model": self.name, "engine": self.engine.kind}
+    def _dropped(self, job: Job, out: ScoreOutput) -> bool:
+        if job.gone():
+            out.error, out.error_kind = "cancelled", "cancelled"
+            self.dropped += 1
+            return True
+        return False
+
+    # health -----------------------------------------------------------------
+    def stalled(self) -> str | None:
+        started = self.call_started
+        if started is not None and time.monotonic() - started > self.stall_s:
+            return (f"the engine has been busy with one call for {time.monotonic() - started:.0f}s, more than "
+                    f"serve.engine_stall_s ({self.stall_s:g}s): frozen")
+        return None
+
+    async def check_health(self) -> None:
+        """Serve's liveness check: a frozen engine call, or a failing one-token probe, fails the replica."""
+        problem = self.stalled()
+        if problem is None and self.call_started is None:
+            done_before = self.calls_done
+            try:
+                out = await asyncio.wait_for(self._run(self.engine.generate, [PROBE]), self.probe_timeout_s)
+                problem = f"engine probe failed: {out[0].error}" if out[0].finish_reason == "error" else None
+            except asyncio.TimeoutError:  # queued behind real work that is progressing: busy, not dead
+                busy = self.calls_done > done_before or (self.call_started is not None and not self.stalled())
+                problem = None if busy else f"engine probe did not answer within {self.probe_timeout_s:g}s"
+            except Exception as e:  # noqa: BLE001 - a dead engine (e.g. vLLM's engine core exited)
+                problem = f"engine probe failed: {type(e).__name__}: {e}"
+        self.problem = problem
+        if problem is not None:
+            log.error("unhealthy: %s", problem)
+            raise RuntimeError(problem)
+
+    async def info(self) -> dict[str, Any]:
+        """What /healthz reports: the engine, and why it is unhealthy (None when it is fine)."""
+        return {"model": self.name, "engine": self.engine.kind, "problem": self.stalled() or self.problem,
+                "dropped": self.dropped, "longest_engine_call_s": round(self.longest_call_s, 3)}
 
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)

@@ -42,6 +42,11 @@ class ApiError(Exception):
         return ErrorBody(error=ErrorInfo(message=self.message, type=self.type, param=self.param, code=self.code))
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """User input quoted in an error, cut to `limit` characters: a 1 MB name must not make a 1 MB answer."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     """('body', 'texts', 3) -> 'texts[3]': the field as the client wrote it."""
     out = ""

@@ -13,20 +13,24 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pathlib import Path
+
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from sentidistill.config import PipelineConfig
 from sentidistill.engines import Completion, GenerationRequest
+from sentidistill.rundir import is_remote
 from sentidistill.serving.auth import load_key
-from sentidistill.serving.deployment import GenerateOutput, ScoreJob, ScoreOutput
+from sentidistill.serving.deployment import GenerateJob, GenerateOutput, ScoreJob, ScoreOutput
 from sentidistill.serving.errors import ApiError
 from sentidistill.serving.metrics import ServeMetrics
 from sentidistill.serving.routes import ApiContext, build_api
 from sentidistill.serving.tasks import ServedTasks
 
 log = logging.getLogger("ray.serve")
+
 
 @dataclass(frozen=True)
 class AppSettings:
@@ -47,18 +51,25 @@ class HandleBackend:
         self.metrics = metrics
 
     async def _call(self, method: str, timeout_s: float, *args: Any) -> Any:
+        """The call, cancelled in the replica when it times out or the client goes away (frees the engine)."""
+        response = getattr(self.handle, method).remote(*args)
         try:
-            return await asyncio.wait_for(getattr(self.handle, method).remote(*args), timeout_s)
+            return await asyncio.wait_for(response, timeout_s)
         except asyncio.TimeoutError:
+            response.cancel()
             raise ApiError(504, f"the model did not answer within {timeout_s:g}s (serve.request_timeout_s)",
                            code="timeout", type="timeout_error") from None
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
         except Exception as e:  # noqa: BLE001 - replica died, scaling, back-pressure: the client may retry
             log.warning("model deployment call %s failed: %s", method, e)
             raise ApiError(503, f"the model deployment is unavailable ({type(e).__name__}); retry shortly",
                            code="model_unavailable") from None
 
     async def score(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
-        out: ScoreOutput = await self._call("score", self.timeout_s, ScoreJob(prompts, candidates))
+        job = ScoreJob(self.timeout_s, prompts=prompts, candidates=candidates)
+        out: ScoreOutput = await self._call("score", self.timeout_s, job)
         self.metrics.observe_batch("score", out.batch_requests)
         if out.error is not None:
             status = 422 if out.error_kind == "client" else 502
@@ -66,18 +77,25 @@ class HandleBackend:
         return out.logits
 
     async def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        out: GenerateOutput = await self._call("generate", self.timeout_s, requests)
+        job = GenerateJob(self.timeout_s, requests=requests)
+        out: GenerateOutput = await self._call("generate", self.timeout_s, job)
         self.metrics.observe_batch("generate", out.batch_requests)
         failed = next((c for c in out.completions if c.finish_reason == "error"), None)
         if failed is not None:
             raise ApiError(502, f"generation failed: {failed.error}", code="generation_failed")
         return out.completions
 
-    async def info(self) -> dict[str, str]:
+    async def info(self) -> dict[str, Any]:
         try:
             return await self._call("info", self.health_timeout_s)
         except ApiError as e:
             raise ApiError(503, f"not ready: no model replica answered ({e.message})", code="not_ready") from None
+
+
+def public_root(model_ref: str, served_name: str) -> str:
+    """What /v1/models shows as `root`: never a filesystem path of the server (a hub id or URI is kept)."""
+    local = not is_remote(model_ref) and (model_ref.startswith(("/", ".", "~")) or Path(model_ref).exists())
+    return served_name if local else model_ref
 
 
 @serve.deployment(name="Ingress")
@@ -89,7 +107,8 @@ class Ingress:
         cfg, s = settings.cfg, settings.cfg.serve
         metrics = ServeMetrics()
         self.ctx = ApiContext(
-            cfg=s, served_name=settings.served_name, model_ref=settings.model_ref, tasks=ServedTasks.load(cfg),
+            cfg=s, served_name=settings.served_name, model_ref=settings.model_ref,
+            model_root=public_root(settings.model_ref, settings.served_name), tasks=ServedTasks.load(cfg),
             model=HandleBackend(model, s.request_timeout_s, s.health_timeout_s, metrics), metrics=metrics,
             key=load_key(s.api_key_env), started=int(time.time()),
         )

@@ -1,7 +1,8 @@
 """Start and stop the served student on a Ray cluster: what `sentidistill serve` and `run --serve` call.
 
 Everything that can be checked on the driver is checked before any replica starts (tasks, aliases,
-demonstration pools, the API key variable on a local cluster, the model folder of a finished run),
+demonstration pools, the API key variable on a local cluster, the model: folder, config.json,
+safetensors weights, hub id),
 so a mistake is one clear error rather than a replica crash-looping on the cluster.
 """
 
@@ -44,15 +45,18 @@ def start(cfg: PipelineConfig, model: str | None = None, *, detach: bool = False
     from sentidistill.runtime import init_ray
     from sentidistill.serving.app import app_settings, bind_app
     from sentidistill.serving.auth import load_key
+    from sentidistill.serving.model_check import check_model
     from sentidistill.serving.tasks import ServedTasks
 
     if detach and not joins_cluster(cfg):
         raise ConfigError("--detach leaves the app running in a cluster, but none is configured: set ray.address "
                           "or RAY_ADDRESS (start one with `ray start --head`), or serve in the foreground")
+    settings = app_settings(cfg, model)
+    # A model the replica could not load: one clear error now, not minutes of replica restarts.
+    check_model(settings.model_ref, cfg.cache_dir, resolve_remote=not joins_cluster(cfg))
     ServedTasks.load(cfg)  # unknown tasks, bad aliases, missing train pools: fail here, not in a replica
     if not joins_cluster(cfg):
         load_key(cfg.serve.api_key_env)  # a local cluster's replicas inherit this process's environment
-    settings = app_settings(cfg, model)
     s = cfg.serve
     init_ray(cfg.ray)
     serve.start(http_options={"host": s.host, "port": s.port})

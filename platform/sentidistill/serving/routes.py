@@ -1,20 +1,27 @@
 """The FastAPI app of the ingress: routes, error handling, auth and request metrics.
 
 Built per replica by `build_api(ctx)` because request limits come from the config (see schemas).
-Every non-2xx answer is one JSON shape (`ErrorBody`): 4xx for client faults, naming the field;
-502 when the engine failed on a request, 503 when the model deployment is unreachable, 504 on timeout.
+Every non-2xx answer is one JSON shape (`ErrorBody`): 4xx for client faults, naming the field (400
+for a body that is not JSON at all); 502 when the engine failed on a request, 503 when the model
+deployment is unreachable or unhealthy, 504 on timeout; 500 only for a bug. Every status a route can
+answer is declared in the OpenAPI document. `stream: true` answers are server-sent events in OpenAI's
+chunk format: the whole completion is generated first (errors stay plain JSON answers), then sent as
+chunks, an optional usage chunk, and `data: [DONE]`.
 No `from __future__ import annotations` here: FastAPI must see the locally built request classes.
 """
 
+import json
 import logging
+import re
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,11 +29,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sentidistill.config import ServeConfig
 from sentidistill.engines import Completion, GenerationRequest
 from sentidistill.serving.auth import PUBLIC_PATHS, check_bearer
-from sentidistill.serving.errors import ApiError, ErrorBody, ErrorInfo, field_path
+from sentidistill.serving.errors import ApiError, ErrorBody, ErrorInfo, clip, field_path
 from sentidistill.serving.metrics import ServeMetrics
 from sentidistill.serving.schemas import (
-    AssistantMessage, ChatChoice, ChatCompletionResponse, CompletionChoice, CompletionResponse, ExtractResponse,
-    Health, ModelCard, ModelList, ScoreResponse, SentimentResponse, Usage, request_models,
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionResponse, ChatDelta,
+    CompletionChoice, CompletionResponse, ExtractResponse, Health, ModelCard, ModelList, ScoreResponse,
+    SentimentResponse, Usage, request_models,
 )
 from sentidistill.serving.tasks import ServedTasks
 
@@ -34,14 +42,19 @@ log = logging.getLogger("ray.serve")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text} for code, text in {
+        400: "The body is not JSON (not decodable).",
         401: "Missing or wrong API key (when serve.api_key_env is set).",
         404: "Unknown model name.",
         422: "Invalid request: the message names the field.",
+        500: "A server bug (never the client's input); see the replica log.",
         502: "The engine failed on this request.",
-        503: "The model deployment is not reachable (starting, scaling, or failed).",
+        503: "The model deployment is not reachable or unhealthy (starting, scaling, or failed).",
         504: "The model did not answer within serve.request_timeout_s.",
     }.items()
 }
+GET_ERRORS = {code: ERRORS[code] for code in (401, 404, 500)}
+SSE = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+             "description": "JSON, or with stream=true server-sent events (`data: {chunk}` lines, then `data: [DONE]`)."}}
 
 
 class ModelBackend(Protocol):
@@ -51,7 +64,7 @@ class ModelBackend(Protocol):
 
     async def generate(self, requests: list[GenerationRequest]) -> list[Completion]: ...
 
-    async def info(self) -> dict[str, str]: ...
+    async def info(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -59,6 +72,7 @@ class ApiContext:
     cfg: ServeConfig
     served_name: str
     model_ref: str
+    model_root: str
     tasks: ServedTasks
     model: ModelBackend
     metrics: ServeMetrics
@@ -70,14 +84,29 @@ def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body().model_dump(exclude_none=True), status_code=err.status, headers=err.headers)
 
 
+MAX_REPORTED_ERRORS = 10
+_TYPE_TAG = re.compile(r"^[\w-]+\[.*\]$|^(str|int|float|bool|list|dict|none|constrained-str|function-after)$")
+
+
+def _field_loc(loc: tuple[Any, ...] | list[Any]) -> list[Any]:
+    """The loc without pydantic's union-member tags ('function-after[...]', 'list[...]', 'str')."""
+    return [part for part in loc if not (isinstance(part, str) and _TYPE_TAG.match(part))]
+
+
 def _validation_response(exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    details = [{"loc": ["body"] if e["type"] == "json_invalid" else list(e["loc"]),  # loc holds a char offset
-                "msg": str(e["msg"]).removeprefix("Value error, "), "type": e["type"]} for e in errors]
-    message = "; ".join(f"{field_path(d['loc'])}: {d['msg']}" for d in details)
-    param = field_path(details[0]["loc"]) if details else None
+    """422 naming each field; for a union, the member that matched the input's type speaks, not every member."""
+    details = [{"loc": ["body"] if e["type"] == "json_invalid" else _field_loc(e["loc"]),  # loc holds an offset
+                "msg": str(e["msg"]).removeprefix("Value error, "), "type": e["type"]} for e in exc.errors()]
+    specific = [d for d in details if not d["type"].endswith("_type")]
+    details = [d for d in details if not d["type"].endswith("_type")
+               or not any(s["loc"][:len(d["loc"])] == d["loc"] for s in specific)] or details
+    unique = list({(tuple(map(str, d["loc"])), d["msg"]): d for d in details}.values())
+    shown = unique[:MAX_REPORTED_ERRORS]
+    more = f" (and {len(unique) - len(shown)} more)" if len(unique) > len(shown) else ""
+    message = "; ".join(f"{field_path(d['loc'])}: {d['msg']}" for d in shown) + more
+    param = field_path(shown[0]["loc"]) if shown else None
     body = ErrorBody(error=ErrorInfo(message=message, type="invalid_request_error", param=param,
-                                     code="validation_error"), detail=details)
+                                     code="validation_error"), detail=shown)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=422)
 
 
@@ -112,9 +141,49 @@ def _document_bearer(app: FastAPI) -> None:
                 op["security"] = [{"bearer": []}]
 
 
-def _usage(done: list[Completion]) -> Usage:
-    prompt, completion = sum(c.prompt_tokens for c in done), sum(c.completion_tokens for c in done)
+def _usage(done: list[Completion], n: int = 1) -> Usage:
+    """Prompt tokens once per prompt (the n choices of a prompt share it), completion tokens of every choice."""
+    prompt, completion = sum(c.prompt_tokens for c in done[::n]), sum(c.completion_tokens for c in done)
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _choices(req: Any, make: Any) -> list[GenerationRequest]:
+    """n requests per prompt, prompt-major (OpenAI's choice order); choice i samples with seed + i."""
+    return [make(p, req.seed_of(i)) for p in (req.prompts() if hasattr(req, "prompts") else [None])
+            for i in range(req.n)]
+
+
+def _sse(chunks: Iterator[dict[str, Any]]) -> StreamingResponse:
+    def events() -> Iterator[str]:
+        for chunk in chunks:
+            yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+        yield "data: [DONE]\n\n"
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _completion_chunks(body: CompletionResponse, include_usage: bool) -> Iterator[dict[str, Any]]:
+    head = {"id": body.id, "object": "text_completion", "created": body.created, "model": body.model}
+    extra = {"usage": None} if include_usage else {}
+    for c in body.choices:
+        yield {**head, "choices": [{"index": c.index, "text": c.text, "finish_reason": None, "logprobs": None}],
+               **extra}
+        yield {**head, "choices": [{"index": c.index, "text": "", "finish_reason": c.finish_reason,
+                                    "logprobs": None}], **extra}
+    if include_usage and body.usage is not None:
+        yield {**head, "choices": [], "usage": body.usage.model_dump()}
+
+
+def _chat_chunks(body: ChatCompletionResponse, include_usage: bool) -> Iterator[dict[str, Any]]:
+    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> dict[str, Any]:
+        out = ChatCompletionChunk(id=body.id, created=body.created, model=body.model, choices=choices, usage=usage)
+        return out.model_dump(exclude={"usage"} if not include_usage else set())
+
+    for c in body.choices:
+        yield chunk([ChatChunkChoice(index=c.index, delta=ChatDelta(role="assistant", content=""))])
+        yield chunk([ChatChunkChoice(index=c.index, delta=ChatDelta(content=c.message.content))])
+        yield chunk([ChatChunkChoice(index=c.index, delta=ChatDelta(), finish_reason=c.finish_reason)])
+    if include_usage:
+        yield chunk([], body.usage)
 
 
 def build_api(ctx: ApiContext) -> FastAPI:
@@ -148,29 +217,42 @@ def build_api(ctx: ApiContext) -> FastAPI:
 
     def check_model(name: str | None) -> None:
         if name is not None and name != ctx.served_name:
-            raise ApiError(404, f"model: The model {name!r} does not exist; this endpoint serves "
+            raise ApiError(404, f"model: The model {clip(name)!r} does not exist; this endpoint serves "
                                 f"{ctx.served_name!r} (GET /v1/models)", param="model", code="model_not_found")
 
-    @app.get("/healthz", response_model=Health, responses={503: ERRORS[503]}, tags=["ops"])
+    def card() -> ModelCard:
+        return ModelCard(id=ctx.served_name, created=ctx.started, root=ctx.model_root)
+
+    @app.get("/healthz", response_model=Health, responses={503: ERRORS[503], 500: ERRORS[500]}, tags=["ops"])
     async def healthz() -> Health:
-        """Ready when a model replica has loaded the model (no auth)."""
+        """200 when a model replica answers and its engine is neither frozen nor failing its probe (no auth)."""
         info = await ctx.model.info()
-        return Health(model=ctx.served_name, engine=info["engine"])
+        if info.get("problem"):
+            raise ApiError(503, f"unhealthy: {info['problem']}", code="unhealthy")
+        return Health(model=ctx.served_name, engine=info["engine"], dropped=info.get("dropped", 0),
+                      longest_engine_call_s=info.get("longest_engine_call_s", 0.0))
 
     @app.get("/metrics", response_class=Response, tags=["ops"],
-             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}})
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."},
+                        **GET_ERRORS})
     async def metrics() -> Response:
         """Requests, latency and model batch sizes seen by this ingress replica (Prometheus text)."""
         return Response(ctx.metrics.prometheus_text(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/stats", tags=["ops"])
+    @app.get("/v1/stats", tags=["ops"], responses=GET_ERRORS)
     async def stats() -> dict[str, Any]:
         """Model batch sizes seen by this ingress replica (JSON): `batches.score.max_batch` > 1 means batching."""
         return {"model": ctx.served_name, **ctx.metrics.snapshot()}
 
-    @app.get("/v1/models", response_model=ModelList, responses=ERRORS, tags=["openai"])
+    @app.get("/v1/models", response_model=ModelList, responses=GET_ERRORS, tags=["openai"])
     async def list_models() -> ModelList:
-        return ModelList(data=[ModelCard(id=ctx.served_name, created=ctx.started, root=ctx.model_ref)])
+        return ModelList(data=[card()])
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=GET_ERRORS, tags=["openai"])
+    async def get_model(model_id: str) -> ModelCard:
+        """OpenAI `GET /v1/models/{id}`: the served model, or 404."""
+        check_model(model_id)
+        return card()
 
     @app.post("/v1/sentiment", response_model=SentimentResponse, responses=ERRORS, tags=["tasks"])
     async def sentiment(req: SentimentRequest) -> SentimentResponse:  # type: ignore[valid-type]
@@ -192,28 +274,47 @@ def build_api(ctx: ApiContext) -> FastAPI:
         return ExtractResponse(model=ctx.served_name, task=task.name, fields=task.tuple_fields, k=k, seed=seed,
                                results=[ctx.tasks.extraction_result(task, c) for c in done])
 
-    @app.post("/v1/completions", response_model=CompletionResponse, responses=ERRORS, tags=["openai"])
-    async def completions(req: CompletionRequest) -> CompletionResponse:  # type: ignore[valid-type]
-        """OpenAI-compatible text completion of raw prompts (no chat template)."""
-        check_model(req.model)
-        done = await ctx.model.generate([
-            GenerationRequest(prompt=p, max_new_tokens=req.max_tokens, temperature=req.temperature,
-                              top_p=req.top_p, seed=req.seed, stop=req.stop_list()) for p in req.prompts()])
-        return CompletionResponse(
-            id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=ctx.served_name, usage=_usage(done),
-            choices=[CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason) for i, c in enumerate(done)])
+    async def generate_choices(requests: list[GenerationRequest], n: int, greedy: bool) -> list[Completion]:
+        """Greedy choices of one prompt are equal: generate each prompt once and repeat it n times."""
+        if not greedy or n == 1:
+            return await ctx.model.generate(requests)
+        once = await ctx.model.generate(requests[::n])
+        return [c for c in once for _ in range(n)]
 
-    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=ERRORS, tags=["openai"])
-    async def chat_completions(req: ChatRequest) -> ChatCompletionResponse:  # type: ignore[valid-type]
-        """OpenAI-compatible chat completion with the student's chat template."""
+    @app.post("/v1/completions", response_model=CompletionResponse, responses={**ERRORS, **SSE}, tags=["openai"])
+    async def completions(req: CompletionRequest) -> Response:  # type: ignore[valid-type]
+        """OpenAI-compatible text completion of raw prompts (no chat template); `stream` sends SSE chunks."""
         check_model(req.model)
-        done = await ctx.model.generate([GenerationRequest(
-            messages=req.as_messages(), max_new_tokens=req.budget(), temperature=req.temperature,
-            top_p=req.top_p, seed=req.seed, stop=req.stop_list())])
-        c = done[0]
-        return ChatCompletionResponse(
-            id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=ctx.served_name, usage=_usage(done),
-            choices=[ChatChoice(index=0, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason)])
+        done = await generate_choices(_choices(req, lambda p, seed: GenerationRequest(
+            prompt=p, max_new_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p, seed=seed,
+            stop=req.stop_list())), req.n, req.temperature == 0)
+        prompts = [p for p in req.prompts() for _ in range(req.n)]
+        body = CompletionResponse(
+            id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=ctx.served_name,
+            usage=_usage(done, req.n),
+            choices=[CompletionChoice(index=i, text=(p if req.echo else "") + c.text, finish_reason=c.finish_reason)
+                     for i, (p, c) in enumerate(zip(prompts, done, strict=True))])
+        if req.stream:
+            return _sse(_completion_chunks(body, req.include_usage()))
+        return JSONResponse(body.model_dump())
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses={**ERRORS, **SSE},
+              tags=["openai"])
+    async def chat_completions(req: ChatRequest) -> Response:  # type: ignore[valid-type]
+        """OpenAI-compatible chat completion with the student's chat template; `stream` sends SSE chunks."""
+        check_model(req.model)
+        messages = req.as_messages()
+        done = await generate_choices(_choices(req, lambda _, seed: GenerationRequest(
+            messages=messages, max_new_tokens=req.budget(), temperature=req.temperature, top_p=req.top_p,
+            seed=seed, stop=req.stop_list())), req.n, req.temperature == 0)
+        body = ChatCompletionResponse(
+            id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=ctx.served_name,
+            usage=_usage(done, req.n),
+            choices=[ChatChoice(index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason)
+                     for i, c in enumerate(done)])
+        if req.stream:
+            return _sse(_chat_chunks(body, req.include_usage()))
+        return JSONResponse(body.model_dump())
 
     @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS, tags=["evaluation"])
     async def score(req: ScoreRequest) -> ScoreResponse:  # type: ignore[valid-type]

@@ -25,17 +25,23 @@ from typing import Any
 
 from sentidistill.config import EngineConfig, PipelineConfig, config_hash, dump_config
 from sentidistill.data.sentibench import load_split, split_path
+from sentidistill.engines.gen_config import context_length
 from sentidistill.engines.pool import map_batches_kwargs
 from sentidistill.errors import ConfigError, StageInputError
-from sentidistill.evaluation.aggregate import metrics_markdown, model_metrics, part_result
+from sentidistill.evaluation.aggregate import (
+    bootstrap_tasks, items_fingerprint, metrics_markdown, model_metrics, part_result, replicates_npz,
+)
+from sentidistill.evaluation.bootstrap import Settings
 from sentidistill.evaluation.items import (
     Part, Protocol, TaskInputs, batch_order, check_label_tokens, measure, part_items, part_key,
 )
+from sentidistill.evaluation.scoring import TOO_LONG
 from sentidistill.evaluation.udf import EvalUDF
-from sentidistill.models import default_cache_dir, resolve_model
+from sentidistill.models import default_cache_dir, remote_fingerprint, remote_kind, resolve_metadata, resolve_model
 from sentidistill.report.eval_report import model_chart
 from sentidistill.rundir import Manifest, RunDir, fingerprint_path
 from sentidistill.tasks import TaskSpec, load_registry
+from sentidistill.tasks.reference import scoring_mode
 
 log = logging.getLogger("sentidistill")
 
@@ -87,6 +93,34 @@ def model_engine(engine: EngineConfig, ref: str) -> EngineConfig:
     return EngineConfig.model_validate({**engine.model_dump(), "model": ref})
 
 
+def served_engine(cfg: PipelineConfig) -> EngineConfig:
+    """eval.engine for scoring our own served app (`eval --endpoint`) with this config's serve section.
+
+    /v1/score takes at most serve.max_texts prompts per request (a larger batch is a 422 on every
+    call), so batches are capped there; the bearer key comes from serve.api_key_env unless
+    eval.engine.api_key_env names another variable.
+    """
+    engine, serve = cfg.eval.engine, cfg.serve
+    if engine.batch_size > serve.max_texts:
+        log.info("eval.engine.batch_size %d -> %d: the served /v1/score accepts at most serve.max_texts prompts "
+                 "per request", engine.batch_size, serve.max_texts)
+    return EngineConfig.model_validate({
+        **engine.model_dump(), "batch_size": min(engine.batch_size, serve.max_texts),
+        "api_key_env": engine.api_key_env or serve.api_key_env,
+    })
+
+
+# Where and on what a model runs, not how it is scored: a teacher keeps its own (a 70B model needs its
+# tensor-parallel node, not eval.engine's 1-GPU slot).
+TEACHER_PLACEMENT = ("num_gpus", "num_cpus", "accelerator_type", "tensor_parallel_size", "concurrency",
+                     "gpu_memory_utilization", "max_num_seqs", "cpu_kvcache_gb", "trust_remote_code")
+
+
+def teacher_engine(cfg: PipelineConfig) -> EngineConfig:
+    """eval.engine's scoring settings on the teacher's resources (teacher.num_gpus, tensor_parallel_size, ...)."""
+    return cfg.eval.engine.model_copy(update={k: getattr(cfg.teacher, k) for k in TEACHER_PLACEMENT})
+
+
 def _norm(uri: str) -> str:
     return uri.rstrip("/") if "://" in uri else str(Path(uri).expanduser().resolve())
 
@@ -99,22 +133,35 @@ def model_inputs(cfg: PipelineConfig, rd: RunDir, ref: str) -> tuple[dict[str, s
         return {"endpoint": config_hash(engine.base_url, ref)}, None
     if engine.kind not in ("hf", "vllm"):
         raise ConfigError(f"eval.engine.kind: {engine.kind!r} cannot score a model; use hf, vllm or openai")
+    cache = default_cache_dir(cfg.cache_dir)
     for stage in ("train/knowdist", "train/icldist"):
         if _norm(ref) == _norm(rd.uri(stage, "model")):
-            return {stage: rd.stage_fingerprint(stage)}, resolve_model(ref, default_cache_dir(cfg.cache_dir))
-    path = resolve_model(ref, default_cache_dir(cfg.cache_dir))
+            return {stage: rd.stage_fingerprint(stage)}, resolve_metadata(ref, cache)
+    if remote_kind(ref):  # hub id or cloud folder: metadata only, the weights load on the engine's node
+        return {"model": remote_fingerprint(ref)}, resolve_metadata(ref, cache)
+    path = resolve_model(ref, cache)
     return {"model": fingerprint_path(str(path))}, path
 
 
 # -- one model ---------------------------------------------------------------------------------
-def protocol(cfg: PipelineConfig) -> Protocol:
+def protocol(cfg: PipelineConfig, context: int | None = None) -> Protocol:
+    """The run's protocol; `context` = the model's resolved max_model_len (None: unknown, an endpoint)."""
     ev = cfg.eval
     return Protocol(k=ev.k, limit=ev.limit, chat=ev.prompt_variant == "chat", max_new_tokens=ev.max_new_tokens,
-                    max_model_len=ev.engine.max_model_len)
+                    max_model_len=context, scoring=ev.scoring)
 
 
-def plan_parts(cfg: PipelineConfig, tasks: list[TaskSpec], model: dict[str, str]) -> list[Part]:
-    proto, engine = protocol(cfg), cfg.eval.engine.model_dump(mode="json", exclude=RESOURCE_FIELDS)
+def model_context(engine: EngineConfig, path: Path | None) -> int | None:
+    """eval.engine.max_model_len, else the model's own context length (None for an endpoint)."""
+    if engine.max_model_len is not None or engine.kind == "openai" or path is None:
+        return engine.max_model_len
+    return context_length(path)
+
+
+def plan_parts(cfg: PipelineConfig, tasks: list[TaskSpec], model: dict[str, str],
+               context: int | None = None) -> list[Part]:
+    proto = protocol(cfg, context)
+    engine = cfg.eval.engine.model_dump(mode="json", exclude=RESOURCE_FIELDS)
     parts = []
     for task in tasks:
         data = {s: fingerprint_path(split_path(task, s, cfg.data_dir, cfg.cache_dir)) for s in ("train", "test")}
@@ -131,45 +178,59 @@ def _tokenizer(path: Path | None, engine: EngineConfig) -> Any | None:
 
 
 def _score(cfg: PipelineConfig, engine: EngineConfig, rd: RunDir, stage: str, todo: list[Part],
-           inputs: dict[str, TaskInputs], tokenizer: Any | None) -> dict[str, Any]:
-    """Build, order and score the items of the missing parts; write each part when it is complete."""
+           inputs: dict[str, TaskInputs], tokenizer: Any | None, context: int | None = None) -> dict[str, Any]:
+    """Build, order and score the items of the missing parts; write each part when it is complete.
+
+    A prompt that does not fit the model (with its answer budget) is never cut and never run: it is
+    scored as wrong (finish_reason 'too_long') and counted per part (`prompts_too_long`).
+    """
     import ray.data
 
-    proto = protocol(cfg)
+    proto = protocol(cfg, context)
     items = {p.name: part_items(p, inputs[p.task.name], proto) for p in todo}
     flat = [it for p in todo for it in items[p.name]]
     measure(flat, tokenizer)
-    truncated = {p.name: sum(it["length"] > proto.prompt_limit(p.task) for it in items[p.name])
-                 if tokenizer is not None else None for p in todo}
-    if any(truncated.values()):
-        log.warning("eval: prompts longer than eval.engine.max_model_len=%d (minus the answer budget) are cut on "
-                    "the left: %s; raise max_model_len to score them whole",
-                    proto.max_model_len, {k: v for k, v in truncated.items() if v})
     by_name = {p.name: p for p in todo}
-    ds = ray.data.from_items(batch_order(flat, todo)).map_batches(
-        EvalUDF, fn_constructor_kwargs={"engine_cfg": engine, "cache_dir": cfg.cache_dir},
-        batch_format="pyarrow", udf_modifying_row_count=False, **map_batches_kwargs(engine),
-    )
     pending: dict[str, dict[int, dict[str, Any]]] = {p.name: {} for p in todo}
+    too_long = {p.name: sum(not proto.fits(p.task, it["prompt_tokens"]) for it in items[p.name])
+                if tokenizer is not None and context is not None else None for p in todo}
+    for it in flat:
+        if not proto.fits(by_name[it["part"]].task, it["prompt_tokens"]):
+            pending[it["part"]][it["idx"]] = {"part": it["part"], "idx": it["idx"], "output": None, "scores": None,
+                                              "finish_reason": TOO_LONG, "prompt_tokens": it["prompt_tokens"],
+                                              "completion_tokens": 0, "error": None, "dtype": None}
+    if any(too_long.values()):
+        log.warning("eval: prompts that do not fit the model's %d tokens (with the answer budget) are scored as "
+                    "wrong, never cut: %s", context, {k: v for k, v in too_long.items() if v})
+    run_items = [it for it in flat if it["idx"] not in pending[it["part"]]]
     stats: dict[str, Any] = {"parts_scored": 0, "items_scored": 0, "errors": 0, "error_samples": []}
+
+    def finish(name: str) -> None:
+        part, got = by_name[name], pending.pop(name)
+        failed = [o for o in got.values() if o["finish_reason"] == "error"]
+        if failed:  # not written: the next run scores this part again
+            stats["errors"] += len(failed)
+            stats["error_samples"] += [f"{part.name}#{o['idx']}: {o['error']}" for o in failed[:2]]
+            return
+        result = part_result(part, inputs[part.task.name], items[part.name], got, too_long[part.name])
+        rd.write_json(f"{stage}/{part.rel}", result)
+        stats["parts_scored"] += 1
+        stats["items_scored"] += len(got)
+
     t0 = time.perf_counter()
-    for batch in ds.iter_batches(batch_size=256, batch_format="pyarrow"):
-        for out in batch.to_pylist():
-            got = pending[out["part"]]
-            got[out["idx"]] = out
-            if len(got) < len(items[out["part"]]):
-                continue
-            part = by_name[out["part"]]
-            failed = [o for o in got.values() if o["finish_reason"] == "error"]
-            if failed:  # not written: the next run scores this part again
-                stats["errors"] += len(failed)
-                stats["error_samples"] += [f"{part.name}#{o['idx']}: {o['error']}" for o in failed[:2]]
-            else:
-                result = part_result(part, inputs[part.task.name], items[part.name], got, truncated[part.name])
-                rd.write_json(f"{stage}/{part.rel}", result)
-                stats["parts_scored"] += 1
-                stats["items_scored"] += len(got)
-            del pending[out["part"]]
+    for name in [n for n, got in pending.items() if len(got) == len(items[n])]:
+        finish(name)  # no prompt of this part fits: complete without the engine
+    if run_items:
+        ds = ray.data.from_items(batch_order(run_items, todo)).map_batches(
+            EvalUDF, fn_constructor_kwargs={"engine_cfg": engine, "cache_dir": cfg.cache_dir},
+            batch_format="pyarrow", udf_modifying_row_count=False, **map_batches_kwargs(engine),
+        )
+        for batch in ds.iter_batches(batch_size=256, batch_format="pyarrow"):
+            for out in batch.to_pylist():
+                got = pending[out["part"]]
+                got[out["idx"]] = out
+                if len(got) == len(items[out["part"]]):
+                    finish(out["part"])
     stats["score_s"] = round(time.perf_counter() - t0, 3)
     return stats
 
@@ -186,21 +247,40 @@ def _load_inputs(cfg: PipelineConfig, tasks: list[TaskSpec], cache: dict[str, Ta
     return cache
 
 
+def _processors(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The generation_config logits processors the engine reported (one entry per distinct setting)."""
+    seen: list[dict[str, Any]] = []
+    for r in results:
+        seen += [p for p in r.get("logit_processors") or [] if p not in seen]
+    return seen
+
+
 def _write_outputs(cfg: PipelineConfig, rd: RunDir, stage: str, slug: str, ref: str, parts: list[Part],
-                   tasks: list[TaskSpec], benchmark: list[TaskSpec], chash: str) -> dict[str, Any]:
-    """Aggregate the part files that exist into predictions.jsonl, metrics.json/md and scores.png."""
+                   tasks: list[TaskSpec], benchmark: list[TaskSpec], chash: str,
+                   data: dict[str, TaskInputs], context: int | None = None) -> dict[str, Any]:
+    """Aggregate the part files that exist into predictions.jsonl, metrics.json/md, scores.png and the
+    bootstrap replicates (bootstrap.npz) that paired comparisons between models read."""
     results = [rd.read_json(f"{stage}/{p.rel}") for p in parts if rd.exists(stage, p.rel)]
+    scored = [t for t in tasks if any(r["task"] == t.name for r in results)]
+    inputs = _load_inputs(cfg, scored, data)
+    examples = {t.name: inputs[t.name].test for t in scored}
+    bs = cfg.eval.bootstrap
+    settings = Settings(resamples=bs.resamples, seed=bs.seed, confidence=bs.confidence)
+    boot = bootstrap_tasks(scored, results, examples, settings)
     ev, engine = cfg.eval, cfg.eval.engine
     meta = {
         "model": slug, "model_ref": ref, "engine": engine.kind, "engine_name": engine.name or ref,
         "dtype": engine.dtype, "k": ev.k, "k_label": ev.k if ev.k is not None else "per task (SentiBench: 4)",
         "k_per_task": {t.name: ev.k if ev.k is not None else t.layout.k for t in tasks}, "seeds": ev.seeds,
         "limit": ev.limit, "prompt_variant": ev.prompt_variant, "max_new_tokens": ev.max_new_tokens,
-        "max_model_len": engine.max_model_len, "config_hash": chash,
+        "max_model_len": context, "scoring": ev.scoring or "per task (SentiBench: reference)",
+        "logit_processors": _processors(results), "config_hash": chash,
     }
-    metrics = model_metrics(meta, results, tasks, benchmark)
+    metrics = model_metrics(meta, results, tasks, benchmark, boot, settings,
+                            {n: items_fingerprint(ex) for n, ex in examples.items()})
     lines = [json.dumps(rec, ensure_ascii=False) for r in results for rec in r["predictions"]]
     rd.write_text(f"{stage}/predictions.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+    rd.write_bytes(f"{stage}/bootstrap.npz", replicates_npz(boot))
     rd.write_json(f"{stage}/metrics.json", metrics)
     rd.write_text(f"{stage}/metrics.md", metrics_markdown(metrics))
     rd.write_bytes(f"{stage}/scores.png", model_chart(metrics))
@@ -209,20 +289,26 @@ def _write_outputs(cfg: PipelineConfig, rd: RunDir, stage: str, slug: str, ref: 
 
 def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: list[TaskSpec],
                    benchmark: list[TaskSpec], force: bool = False,
-                   data: dict[str, TaskInputs] | None = None) -> Manifest:
-    """Score one model into eval/<slug>; a complete stage with every part present is returned as is."""
+                   data: dict[str, TaskInputs] | None = None, engine_cfg: EngineConfig | None = None) -> Manifest:
+    """Score one model into eval/<slug>; a complete stage with every part present is returned as is.
+
+    engine_cfg: where this model runs (default eval.engine); scores and hashes follow eval.engine either way.
+    """
     stage = f"{ROOT}/{slug}"
-    engine = model_engine(cfg.eval.engine, ref)
+    tasks = [t.model_copy(update={"scoring": scoring_mode(t, cfg.eval.scoring)}) for t in tasks]  # one mode each
+    engine = model_engine(engine_cfg or cfg.eval.engine, ref)
     inputs, path = model_inputs(cfg, rd, ref)
-    chash = config_hash(cfg.eval.model_dump(mode="json", exclude={"models", "engine"}),
+    chash = config_hash(cfg.eval.model_dump(mode="json", exclude={"models", "engine", "reference"}),
                         cfg.eval.engine.model_dump(mode="json", exclude=RESOURCE_FIELDS), ref,
                         [t.fingerprint() for t in tasks])
-    parts = plan_parts(cfg, tasks, inputs)
+    context = model_context(cfg.eval.engine, path)
+    parts = plan_parts(cfg, tasks, inputs, context)
     missing = [p for p in parts if force or not rd.exists(stage, p.rel)]
     done = rd.manifest(stage)
     if not missing and done is not None and rd.is_complete(stage, chash, inputs) and rd.exists(stage, "metrics.json"):
         log.info("eval/%s: complete for this model and config (%s); nothing to do", slug, rd.uri(stage))
         return done
+    data = {} if data is None else data
     with rd.stage_run(stage, chash, inputs, dump_config(cfg)) as manifest:
         for leftover in rd.list_files(f"{stage}/parts"):  # temp files of writes killed before their rename
             if ".tmp-" in leftover:
@@ -237,9 +323,8 @@ def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: 
             elif cfg.eval.prompt_variant == "chat" and any(t.kind == "classify" for t in need):
                 raise ConfigError("eval.prompt_variant: 'chat' needs the model's tokenizer to score labels; "
                                   f"engine {engine.kind!r} has none here (use 'raw', or the hf / vllm engine)")
-            stats = _score(cfg, engine, rd, stage, missing, _load_inputs(cfg, need, {} if data is None else data),
-                           tokenizer)
-        metrics = _write_outputs(cfg, rd, stage, slug, ref, parts, tasks, benchmark, chash)
+            stats = _score(cfg, engine, rd, stage, missing, _load_inputs(cfg, need, data), tokenizer, context)
+        metrics = _write_outputs(cfg, rd, stage, slug, ref, parts, tasks, benchmark, chash, data, context)
         absent = [p.name for p in parts if not rd.exists(stage, p.rel)]
         sb = metrics["sentibench"]
         manifest.counts = {
@@ -247,8 +332,10 @@ def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: 
             "parts_scored_this_run": stats["parts_scored"], "items_scored_this_run": stats["items_scored"],
             "errors": stats["errors"], "items": sum(metrics["items_per_task"].values()),
             "sentibench": round(sb["score"], 2) if sb else None,
+            "prompts_too_long": sum(v for v in metrics["prompts_too_long"].values() if v),
         }
-        manifest.outputs = ["predictions.jsonl", "metrics.json", "metrics.md", "scores.png", *(p.rel for p in parts)]
+        manifest.outputs = ["predictions.jsonl", "metrics.json", "metrics.md", "scores.png", "bootstrap.npz",
+                            *(p.rel for p in parts)]
         manifest.timings["score_s"] = stats.get("score_s", 0.0)
         manifest.extra = {"model": ref, "engine": engine.kind, "missing": absent,
                           "error_samples": stats["error_samples"]}
@@ -259,7 +346,7 @@ def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: 
 
 
 def run(cfg: PipelineConfig, models: dict[str, str] | list[str] | None = None, *,
-        force: bool = False) -> list[Manifest]:
+        force: bool = False, engines: dict[str, EngineConfig] | None = None) -> list[Manifest]:
     """Score each model on the selected tasks into `<run_dir>/eval/<slug>/`; one manifest per model.
 
     `models` maps a label (the folder name) to a reference, or lists references ('label=ref' allowed);
@@ -273,8 +360,9 @@ def run(cfg: PipelineConfig, models: dict[str, str] | list[str] | None = None, *
     tasks = registry.select(cfg.eval.tasks, field="eval.tasks")
     rd = RunDir(cfg.run_dir)
     data: dict[str, TaskInputs] = {}
-    return [evaluate_model(cfg, rd, slug, ref, tasks, registry.benchmark(), force, data)
+    engines = engines or {}
+    return [evaluate_model(cfg, rd, slug, ref, tasks, registry.benchmark(), force, data, engines.get(slug))
             for slug, ref in targets.items()]
 
 
-__all__ = ["evaluate_model", "model_engine", "parse_models", "plan_parts", "run", "slugify"]
+__all__ = ["evaluate_model", "model_engine", "parse_models", "plan_parts", "run", "served_engine", "slugify"]

@@ -15,6 +15,7 @@ from typing import Any
 from sentidistill.config import EngineConfig
 from sentidistill.engines import build_engine
 from sentidistill.engines.base import GenerationRequest
+from sentidistill.engines.pool import exit_if_engine_dead
 
 REQUIRED_COLUMNS: dict[str, str] = {
     "id": "Stable row id (str).",
@@ -68,7 +69,11 @@ class GenerateUDF:
         check_columns(batch.column_names if hasattr(batch, "column_names") else list(batch))
         rows = _rows(batch)
         n = len(rows)
-        completions = self.engine.generate([to_request(r) for r in rows])
+        try:
+            completions = self.engine.generate([to_request(r) for r in rows])
+        except Exception as e:  # a dead engine ends this actor (Ray restarts it); anything else fails the job
+            exit_if_engine_dead(self.engine, e)
+            raise
         if len(completions) != n:
             raise RuntimeError(f"GenerateUDF: engine {self.kind} returned {len(completions)} answers for {n} requests")
         answers = [c.to_dict() for c in completions]

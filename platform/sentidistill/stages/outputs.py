@@ -1,12 +1,13 @@
 """Generation-stage output folders, shared by KnowDist (`generate`) and ICLDist (`build-icl`).
 
 One artifact schema (`ROW_SCHEMA`), one writer, one generation loop, so both stages resume the
-same way. The driver streams finished rows from the Ray Data engine pool with
-`iter_batches(batch_size=rows_per_part)` and writes each chunk as one atomic Parquet part per
+same way. Work rows flow through the Ray Data engine actor pool into sink tasks
+(`write_answered`, `rows_per_part` rows each) that run QC and write one atomic Parquet part per
 folder (data/ for qc == "kept", filtered/ for the rest) through RunDir (temp file + rename
-locally, one object on s3/gs). A kill loses at most the chunks in flight; a row id lives in
-exactly one part, so a rerun that generates only the missing ids can never duplicate one. Rows
-whose engine call errored are not written: the next run retries them.
+locally, one object on s3/gs), on the workers: the driver only sums the small stats rows they
+return. A kill loses at most the chunks in flight; a row id lives in exactly one part, so a rerun
+that generates only the missing ids can never duplicate one. Rows whose engine call errored are
+not written: the next run retries them.
 
 A folder made for other settings (config hash or input files), or any with `force`, is moved to
 `<stage>.prev-<hash>/` before a fresh start: computed work is never mixed with answers to
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -33,9 +35,13 @@ from sentidistill.rundir import RunDir
 from sentidistill.stages.generation import GenerateUDF
 from sentidistill.stages.quality import KEPT
 
+if TYPE_CHECKING:
+    import ray.data
+
 log = logging.getLogger("sentidistill")
 
 DATA, FILTERED = "data", "filtered"
+WRITER_CPUS = 0.25  # a sink task encodes and uploads one Parquet part: light next to an engine actor
 # Engine settings that change speed or resources but not the answers: excluded from stage hashes.
 RESOURCE_FIELDS = {"batch_size", "concurrency", "num_cpus", "num_gpus", "accelerator_type", "gpu_memory_utilization",
                    "max_num_seqs", "cpu_kvcache_gb", "max_concurrent_requests", "timeout_s", "max_retries",
@@ -123,32 +129,99 @@ class StageFolder:
                 self.rd.write_bytes(f"{self.stage}/{folder}/{name}.parquet", parquet_bytes(part, ROW_SCHEMA))
 
 
-def generate_parts(folder: StageFolder, todo: list[dict[str, Any]], engine_cfg: EngineConfig,
-                   cache_dir: str | None, data_dir: str | None, rows_per_part: int,
-                   finish: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Answer `todo` rows on an engine actor pool; `finish(row)` sets each answered row's qc (and may
-    rewrite its response) before the chunk is written. Returns counts and throughput."""
+def part_uris(folder: StageFolder) -> list[str]:
+    """URIs of every finished data/ and filtered/ part, for Ray Data readers."""
+    return [folder.rd.uri(p) for p in folder.parts(DATA) + folder.parts(FILTERED)]
+
+
+_TALLY_COLUMNS = ["perspective", "qc", "prompt_tokens", "completion_tokens"]
+TALLY_SCHEMA = pa.schema([("perspective", pa.string()), ("qc", pa.string()), ("rows", pa.int64()),
+                          ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64())])
+
+
+def tally_rows(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows and tokens by (perspective, qc): what the summaries need, without moving rows to the driver."""
+    sums: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        acc = sums.setdefault((r["perspective"], r["qc"]), [0, 0, 0])
+        acc[0], acc[1], acc[2] = acc[0] + 1, acc[1] + r["prompt_tokens"], acc[2] + r["completion_tokens"]
+    return pa.Table.from_pylist([{"perspective": p, "qc": q, "rows": a[0], "prompt_tokens": a[1],
+                                  "completion_tokens": a[2]} for (p, q), a in sums.items()], schema=TALLY_SCHEMA)
+
+
+def add_tallies(into: dict[tuple[str, str], dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        acc = into.setdefault((r["perspective"], r["qc"]), {"perspective": r["perspective"], "qc": r["qc"],
+                                                             "rows": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        for k in ("rows", "prompt_tokens", "completion_tokens"):
+            acc[k] += r[k]
+
+
+def tally(folder: StageFolder) -> list[dict[str, Any]]:
+    """Per (perspective, qc): rows, prompt and completion tokens over every part, counted by Ray Data tasks."""
     import ray.data
 
-    stamp = part_stamp()
-    ds = ray.data.from_items(todo).map_batches(
+    uris = part_uris(folder)
+    if not uris:
+        return []
+    ds = ray.data.read_parquet(uris, filesystem=folder.rd.fs if folder.rd.remote else None) \
+        .select_columns(_TALLY_COLUMNS)
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+    for batch in ds.map_batches(lambda b: tally_rows(b.to_pylist()), batch_format="pyarrow") \
+            .iter_batches(batch_format="pyarrow", batch_size=None):
+        add_tallies(totals, batch.to_pylist())
+    return list(totals.values())
+
+
+def write_answered(batch: pa.Table, run_dir: str, stage: str, stamp: str,
+                   finish: Callable[[dict[str, Any]], None]) -> pa.Table:
+    """Sink task: QC (`finish`) one chunk of answered rows and write it as one atomic part per folder.
+    Rows whose engine call errored are not written (the next run retries them). Returns the chunk's
+    tally, with its error count and samples on the first row."""
+    rows = batch.to_pylist()
+    failed = [r for r in rows if r["finish_reason"] == "error"]
+    answered = [r for r in rows if r["finish_reason"] != "error"]
+    for r in answered:
+        finish(r)
+    StageFolder(RunDir(run_dir), stage).write_rows(answered, f"part-{stamp}-{uuid.uuid4().hex[:8]}")
+    out = tally_rows(answered)
+    if not out.num_rows:
+        out = pa.Table.from_pylist([{"rows": 0, "prompt_tokens": 0, "completion_tokens": 0}], schema=TALLY_SCHEMA)
+    errors = [len(failed)] + [0] * (out.num_rows - 1)
+    samples = [json.dumps([f"{r['id']}: {r['error']}" for r in failed[:5]])] + [None] * (out.num_rows - 1)
+    return out.append_column("errors", pa.array(errors, pa.int64())).append_column(
+        "error_samples", pa.array(samples, pa.string()))
+
+
+def generate_parts(folder: StageFolder, work: ray.data.Dataset | list[dict[str, Any]], engine_cfg: EngineConfig,
+                   cache_dir: str | None, data_dir: str | None, rows_per_part: int,
+                   finish: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Answer the `work` rows on the engine actor pool; `finish(row)` sets each answered row's qc (and may
+    rewrite its response). Sink tasks write each chunk of `rows_per_part` rows straight to the stage folder;
+    the driver only sums their stats. Returns counts, this run's tally by (perspective, qc), throughput."""
+    import ray.data
+
+    ds = ray.data.from_items(work) if isinstance(work, list) else work
+    answered = ds.map_batches(
         GenerateUDF,
         fn_constructor_kwargs={"engine_cfg": engine_cfg, "cache_dir": cache_dir, "data_dir": data_dir},
         batch_format="pyarrow", **map_batches_kwargs(engine_cfg),
     )
+    sink = answered.map_batches(write_answered, batch_size=rows_per_part, batch_format="pyarrow",
+                                num_cpus=WRITER_CPUS, fn_kwargs={"run_dir": folder.rd.uri(), "stage": folder.stage,
+                                                                 "stamp": part_stamp(), "finish": finish})
     stats: dict[str, Any] = {"generated": 0, "errors": 0, "completion_tokens": 0, "error_samples": []}
+    tallies: dict[tuple[str, str], dict[str, Any]] = {}
     t0 = time.perf_counter()
-    for seq, batch in enumerate(ds.iter_batches(batch_size=rows_per_part, batch_format="pyarrow")):
-        rows = batch.to_pylist()
-        failed = [r for r in rows if r["finish_reason"] == "error"]
-        answered = [r for r in rows if r["finish_reason"] != "error"]
-        for r in answered:
-            finish(r)
-        folder.write_rows(answered, f"part-{stamp}-{seq:05d}")
-        stats["generated"] += len(answered)
-        stats["completion_tokens"] += sum(r["completion_tokens"] for r in answered)
-        stats["errors"] += len(failed)
-        stats["error_samples"] += [f"{r['id']}: {r['error']}" for r in failed[: 5 - len(stats["error_samples"])]]
+    for batch in sink.iter_batches(batch_format="pyarrow", batch_size=None):
+        for r in batch.to_pylist():
+            stats["errors"] += r["errors"]
+            stats["error_samples"] += json.loads(r["error_samples"] or "[]")[: 5 - len(stats["error_samples"])]
+            if r["rows"]:
+                add_tallies(tallies, [r])
+    stats["tally"] = list(tallies.values())
+    stats["generated"] = sum(t["rows"] for t in stats["tally"])
+    stats["completion_tokens"] = sum(t["completion_tokens"] for t in stats["tally"])
     stats["generate_s"] = round(time.perf_counter() - t0, 3)
     stats["completion_tokens_per_s"] = round(stats["completion_tokens"] / max(stats["generate_s"], 1e-9), 2)
     return stats

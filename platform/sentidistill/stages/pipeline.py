@@ -94,7 +94,9 @@ def _runner(step: str, cfg: PipelineConfig, rd: RunDir, force: bool) -> Callable
         return lambda: train.run(cfg, step.split("-", 1)[1], force=force)
     if step == "eval":
         from sentidistill.stages import evaluate
-        return lambda: evaluate.run(cfg, eval_models(cfg, rd), force=force)
+        # the teacher is scored where it runs (teacher.num_gpus, tensor_parallel_size, accelerator_type)
+        return lambda: evaluate.run(cfg, eval_models(cfg, rd), force=force,
+                                    engines={"teacher": evaluate.teacher_engine(cfg)})
     from sentidistill.report import run_report
     return lambda: run_report.build(cfg, eval_models(cfg, rd))
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from sentidistill.config import PipelineConfig, TrainConfig, config_hash, dump_config
 from sentidistill.errors import ConfigError, StageInputError
-from sentidistill.models import default_cache_dir, prune_layers, resolve_model
+from sentidistill.models import default_cache_dir, prune_layers, resolve_metadata, resolve_model
 from sentidistill.rundir import Manifest, RunDir, fingerprint_path
 from sentidistill.runtime import check_shared_storage, init_ray
 from sentidistill.training.dataset import TokenizeSpec, prepare
@@ -34,7 +34,8 @@ STAGES: tuple[Stage, ...] = ("knowdist", "icldist")
 SUMMARY = {"knowdist": "knowledge distillation from multi-perspective teacher answers",
            "icldist": "in-context-learning distillation from few-shot teacher answers"}
 # Settings that change how a run is operated, not what it computes: editing them never retrains.
-_OPERATIONAL = {"knowdist", "icldist", "checkpoint_every_steps", "keep_checkpoints", "max_failures", "log_every_steps"}
+_OPERATIONAL = {"knowdist", "icldist", "checkpoint_every_steps", "keep_checkpoints", "max_failures", "log_every_steps",
+                "data"}
 
 
 @dataclass
@@ -80,7 +81,7 @@ def run_stage(cfg: PipelineConfig, stage: Stage, *, force: bool = False,
     previous = rd.manifest(folder)
     resume = not force and previous is not None and previous.config_hash == chash and previous.inputs == plan.inputs
     if not resume:  # a different config or input: Ray Train must not pick up the old run's checkpoints
-        for rel in (f"train/ray/{stage}", f"{folder}/metrics.jsonl", f"{folder}/model"):
+        for rel in (f"train/ray/{stage}", f"{folder}/metrics.jsonl", f"{folder}/model", f"{folder}/packed"):
             rd.delete(rel)
     init_ray(cfg.ray)
     check_shared_storage(cfg.run_dir)
@@ -93,7 +94,8 @@ def run_stage(cfg: PipelineConfig, stage: Stage, *, force: bool = False,
                                 trust_remote_code=train.trust_remote_code)
         packing = train.packing and _supports_packing(student, cache, train.trust_remote_code)
         data = prepare(plan.data_uri, tok_spec, packing=packing, pack_window=train.pack_window, seed=train.seed,
-                       replay_uri=plan.replay_uri, replay_share=st.replay_share)
+                       replay_uri=plan.replay_uri, replay_share=st.replay_share, resources=train.data,
+                       out_uri=rd.uri(f"{folder}/packed"))
         ds_cfg = deepspeed_config(train)
         rd.write_json(f"{folder}/deepspeed.json", ds_cfg)
         spec = loop_spec(cfg, stage, rd, student=student, cache=cache, packing=packing, ds_cfg=ds_cfg,
@@ -228,7 +230,8 @@ def student_cache(cfg: PipelineConfig, student: str, version: str) -> str | None
 def _supports_packing(student: str, cache: str | None, trust_remote_code: bool) -> bool:
     from sentidistill.training.data import supports_packing
 
-    ok = supports_packing(str(resolve_model(student, default_cache_dir(cache))), trust_remote_code)
+    # the config is all it reads: a remote student's weights stay off the head (they load on the workers)
+    ok = supports_packing(str(resolve_metadata(student, default_cache_dir(cache))), trust_remote_code)
     if not ok:
         log.warning("student %s does not support position_ids packing: one example per row, bucketed", student)
     return ok

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from sentidistill.tasks.gold import GOLD_BUILDERS
 from sentidistill.tasks.metrics import METRICS
 from sentidistill.tasks.parsers import PARSERS
+from sentidistill.tasks.reference import REFERENCE_PARSERS, reference_parser_name
 
 SPEC_VERSION = 1
 SENTIBENCH = "sentibench"
@@ -82,6 +83,14 @@ class TaskSpec(_Frozen):
     allowed_polarities: list[str] = Field(default_factory=list, description="Extract: accepted polarity values.")
     parser: str = Field(..., description=f"Registered output parser: one of {sorted(PARSERS)}.")
     metric: str = Field(..., description=f"Registered metric: one of {sorted(METRICS)}.")
+    scoring: Literal["reference", "tolerant"] | None = Field(
+        None, description="Default scoring mode (eval.scoring overrides): reference = the upstream scorers' "
+        "decisions, tolerant = our forgiving parser; None = reference for SentiBench tasks, tolerant otherwise.",
+    )
+    reference_parser: str | None = Field(
+        None, description=f"Upstream scorer used in reference mode: one of {sorted(REFERENCE_PARSERS)}; "
+        "None = the one matching gold_builder (label, atsa, acsa, asqp, ssa).",
+    )
     layout: PromptLayout = Field(default_factory=PromptLayout)
 
     _source: Path | None = PrivateAttr(None)
@@ -102,6 +111,14 @@ class TaskSpec(_Frozen):
             if entry.kind != self.kind:
                 raise ValueError(f"{attr}: {getattr(self, attr)!r} is for '{entry.kind}' tasks, "
                                  f"this one is '{self.kind}'")
+        ref = REFERENCE_PARSERS.get(self.reference_parser) if self.reference_parser else None
+        if self.reference_parser and (ref is None or ref.kind != self.kind):
+            raise ValueError(f"reference_parser: {self.reference_parser!r} is not one of the "
+                             f"{self.kind} reference parsers {sorted(k for k, e in REFERENCE_PARSERS.items() if e.kind == self.kind)}")
+        if self.reference_parser == "ssa" and self.gold_builder != "ssa":
+            raise ValueError("reference_parser: 'ssa' needs gold_builder 'ssa' (it reads the character offsets)")
+        if self.scoring == "reference" and reference_parser_name(self) is None:
+            raise ValueError(f"scoring: 'reference' needs reference_parser (one of {sorted(REFERENCE_PARSERS)})")
         if self.metric == "ssa_graph_f1" and self.gold_builder != "ssa":
             raise ValueError("metric: ssa_graph_f1 needs gold_builder 'ssa' (it reads the character offsets)")
         self._check_kind()

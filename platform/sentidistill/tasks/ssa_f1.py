@@ -88,16 +88,16 @@ def _fill(s: frozenset[int]) -> frozenset[Any]:
     return s if s else _EMPTY
 
 
-def _overlaps(a: Graph, b: Graph) -> bool:
+def overlaps(a: Graph, b: Graph) -> bool:
     return bool(_fill(a[0]) & _fill(b[0])) and bool(_fill(a[1]) & _fill(b[1])) and bool(a[2] & b[2])
 
 
-def _weight(t: Graph, others: Sequence[Graph]) -> float:
+def best_overlap(t: Graph, others: Sequence[Graph]) -> float:
     """Best mean overlap ratio of t against any overlapping tuple (polarity not considered, as in the scorer)."""
     best = 0.0
     h1, t1, e1 = _fill(t[0]), _fill(t[1]), t[2]
     for o in others:
-        if _overlaps(t, o):
+        if overlaps(t, o):
             h2, t2, e2 = _fill(o[0]), _fill(o[1]), o[2]
             best = max(best, (len(h1 & h2) / len(h1) + len(t1 & t2) / len(t1) + len(e1 & e2) / len(e1)) / 3)
     return best
@@ -108,8 +108,8 @@ def _weighted_hits(side: Sequence[list[Graph]], other: Sequence[list[Graph]]) ->
     for mine, theirs in zip(side, other, strict=True):
         for t in mine:
             count += 1
-            if any(_overlaps(t, o) and t[3] == o[3] for o in theirs):
-                total += _weight(t, theirs)
+            if any(overlaps(t, o) and t[3] == o[3] for o in theirs):
+                total += best_overlap(t, theirs)
     return total, count
 
 

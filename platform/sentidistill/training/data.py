@@ -5,9 +5,10 @@ Pure functions (no Ray), so each rule is tested token by token:
   `messages`, raw text for `prompt`), the answer follows it and ends the turn;
 - labels are IGNORE_INDEX on every prompt token and on each example's first token, so no
   example is ever trained to continue the previous one in a packed row;
-- packed rows restart `position_ids` at 0 per example: transformers derives a block-diagonal
-  mask from them (sdpa/eager) or varlen attention (flash-attention), so examples never see
-  each other; padding is its own segment with labels IGNORE_INDEX.
+- packed rows restart `position_ids` at 0 per example, and a packed micro-batch is flattened
+  into one row: transformers derives a block-diagonal mask from them (sdpa/eager) or varlen
+  attention (flash-attention, which reads them only for a single row), so examples never
+  see each other.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sentidistill.engines.base import render_messages
+from sentidistill.engines.base import prompt_ids, render_messages
 from sentidistill.errors import StageInputError
 
 IGNORE_INDEX = -100
@@ -82,17 +83,17 @@ def tokenize_example(
 ) -> Example:
     """Token ids and labels; labels copy the answer tokens and hide everything else.
 
-    The prompt is tokenized on its own (with the tokenizer's default special tokens, as the
-    engines do at inference) so its tokens are exactly those the student will be given.
+    The prompt is tokenized on its own, as the engines do at inference (`prompt_ids`: BOS once,
+    whether or not the chat template writes it), so its tokens are exactly those the student will be given.
     Too long: cut from the right while an answer token survives, else dropped.
     """
     prompt_text, answer_text, add_eos = format_example(tokenizer, messages, prompt, response, apply_chat_template)
-    prompt_ids = tokenizer(prompt_text)["input_ids"]
+    prompt_tokens = prompt_ids(tokenizer, prompt_text)
     answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"]
     if add_eos and tokenizer.eos_token_id is not None:
         answer_ids = [*answer_ids, tokenizer.eos_token_id]
-    input_ids = prompt_ids + answer_ids
-    labels = [IGNORE_INDEX] * len(prompt_ids) + list(answer_ids)
+    input_ids = prompt_tokens + answer_ids
+    labels = [IGNORE_INDEX] * len(prompt_tokens) + list(answer_ids)
     labels[0] = IGNORE_INDEX  # nothing inside the example predicts its first token
     status: Status = "kept"
     if len(input_ids) > max_seq_len:
@@ -143,33 +144,32 @@ def _concat(members: list[tuple[list[int], list[int]]]) -> dict[str, Any]:
 
 
 def collate(batch: dict[str, Any], pad_id: int, packed: bool) -> dict[str, Any]:
-    """Rows of unequal length -> padded tensors for the model.
+    """Rows of unequal length -> tensors for the model.
 
-    Packed rows carry `position_ids` and no attention mask (transformers builds the
-    block-diagonal mask from them); the padding tail restarts at position 0, a segment of
-    its own that no real token attends to. Unpacked rows use a plain 2D padding mask.
+    Packed rows are flattened into ONE row of shape (1, total tokens), no padding, with
+    `position_ids` restarting at 0 per example and no attention mask: transformers then keeps
+    examples apart for every attention implementation (sdpa/eager: a block-diagonal mask from
+    the position ids; flash_attention_2: varlen kernels, which it derives from position ids
+    only for a batch of one row, as with DataCollatorWithFlattening). Each example's first
+    label is IGNORE_INDEX, so the loss never predicts across a boundary.
+    Unpacked rows are padded, with a plain 2D padding mask.
     """
     import torch
 
+    if packed:
+        return {k: torch.from_numpy(np.concatenate([np.asarray(r, dtype=np.int64) for r in batch[k]])[None])
+                for k in ("input_ids", "labels", "position_ids")}
     rows = [np.asarray(r, dtype=np.int64) for r in batch["input_ids"]]
     labels = [np.asarray(r, dtype=np.int64) for r in batch["labels"]]
-    positions = [np.asarray(r, dtype=np.int64) for r in batch["position_ids"]]
     width = max(len(r) for r in rows)
     n = len(rows)
     ids = np.full((n, width), pad_id, dtype=np.int64)
     lab = np.full((n, width), IGNORE_INDEX, dtype=np.int64)
-    pos = np.tile(np.arange(width, dtype=np.int64), (n, 1))
     mask = np.zeros((n, width), dtype=np.int64)
-    for i, (r, l, p) in enumerate(zip(rows, labels, positions, strict=True)):
+    for i, (r, l) in enumerate(zip(rows, labels, strict=True)):
         ids[i, : len(r)], lab[i, : len(r)], mask[i, : len(r)] = r, l, 1
-        pos[i, : len(r)] = p
-        pos[i, len(r):] = np.arange(width - len(r))
-    out = {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(lab)}
-    if packed:
-        out["position_ids"] = torch.from_numpy(pos)
-    else:
-        out["attention_mask"] = torch.from_numpy(mask)
-    return out
+    return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(lab),
+            "attention_mask": torch.from_numpy(mask)}
 
 
 def supports_packing(model_dir: str, trust_remote_code: bool = False) -> bool:

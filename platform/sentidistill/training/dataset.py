@@ -1,20 +1,27 @@
 """The stage's Parquet -> a packed Ray Dataset the workers shard, plus the counts the manifest keeps.
 
-Read (only qc == "kept") -> optional KnowDist replay -> seeded shuffle -> tokenize (one actor
-holding the student's tokenizer) -> pack per window -> materialize. Materializing once lets
-the driver count rows (the step budget needs it) and lets every epoch reread the same rows.
+Read (only qc == "kept") -> optional KnowDist replay -> seeded shuffle -> tokenize (a pool of
+`train.data.tokenize_workers` actors, each holding the student's tokenizer) -> pack per window ->
+Parquet parts under `train/<stage>/packed/`, written by Ray Data's writer on the workers. Nothing
+is materialized on the head: the counts the step budget needs come from a stats pass over the
+written parts (small rows to the driver), and every epoch streams the same parts into
+`get_dataset_shard`. Order is preserved through the pool, so the rows are the same for a given seed
+whatever the pool size. `packed/counts.json`, written last, lets a resumed stage reuse the parts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
+from sentidistill.config import TrainDataConfig
 from sentidistill.errors import StageInputError
 from sentidistill.models import default_cache_dir, resolve_model
+from sentidistill.rundir import RunDir
 from sentidistill.training.data import bucket_examples, pack_examples, parse_messages, tokenize_example
 
 log = logging.getLogger("sentidistill")
@@ -66,12 +73,54 @@ class Tokenize:
         return out
 
 
+PACKED_COLUMNS = ["input_ids", "labels", "position_ids"]
+_STAT_COLUMNS = ["num_examples", "num_tokens", "num_answer_tokens", "window_seen", "window_truncated",
+                 "window_dropped", "window_teachers"]
+
+
 def pack_batch(batch: pa.Table, max_seq_len: int, packing: bool) -> dict[str, list[Any]]:
-    """Pack (or bucket) one window of kept examples into training rows."""
-    pairs = list(zip(batch.column("input_ids").to_pylist(), batch.column("labels").to_pylist(), strict=True))
+    """Pack (or bucket) one window of tokenized examples into training rows. Examples too long to keep
+    are left out here; the window's counts ride on its first row (the `window_*` columns)."""
+    dropped = batch.column("is_dropped").to_pylist()
+    pairs = [(ids, labels) for ids, labels, d in zip(batch.column("input_ids").to_pylist(),
+                                                     batch.column("labels").to_pylist(), dropped, strict=True)
+             if not d]
     rows = pack_examples(pairs, max_seq_len) if packing else bucket_examples(pairs)
     keys = ["input_ids", "labels", "position_ids", "num_examples", "num_tokens", "num_answer_tokens"]
-    return {k: [r[k] for r in rows] for k in keys}
+    out: dict[str, list[Any]] = {k: [r[k] for r in rows] for k in keys}
+    n = max(len(rows), 1)  # a window of only dropped examples still reports its counts, on an empty row
+    if not rows:
+        out = {k: [[]] if k in PACKED_COLUMNS else [0] for k in keys}
+    teachers = sorted({str(t) for t in batch.column("teacher").to_pylist() if t})
+    out["window_seen"] = [batch.num_rows] + [0] * (n - 1)
+    out["window_truncated"] = [sum(batch.column("is_truncated").to_pylist())] + [0] * (n - 1)
+    out["window_dropped"] = [sum(dropped)] + [0] * (n - 1)
+    out["window_teachers"] = [json.dumps(teachers)] + ["[]"] * (n - 1)
+    return out
+
+
+def _stats_batch(batch: pa.Table) -> pa.Table:
+    """One row of sums per batch of packed rows (and the teachers seen)."""
+    sums = {c: [sum(batch.column(c).to_pylist())] for c in _STAT_COLUMNS[:-1]}
+    rows = [1 for n in batch.column("num_tokens").to_pylist() if n]
+    teachers = sorted({t for raw in batch.column("window_teachers").to_pylist() for t in json.loads(raw)})
+    return pa.table({**sums, "rows": [len(rows)], "teachers": [json.dumps(teachers)]})
+
+
+def _count(out_uri: str) -> tuple[dict[str, int], list[str]]:
+    """Sums over the written parts, computed by Ray Data tasks; only one small row per block reaches here."""
+    import ray.data
+
+    totals = dict.fromkeys([*_STAT_COLUMNS[:-1], "rows"], 0)
+    teachers: set[str] = set()
+    ds = ray.data.read_parquet(out_uri, file_extensions=["parquet"]).select_columns(_STAT_COLUMNS)
+    for batch in ds.map_batches(_stats_batch, batch_format="pyarrow").iter_batches(batch_format="pyarrow",
+                                                                                   batch_size=None):
+        for r in batch.to_pylist():
+            for k in totals:
+                totals[k] += r[k]
+            teachers.update(json.loads(r["teachers"]))
+    return totals, sorted(teachers)
 
 
 def read_kept(uri: str) -> Any:
@@ -86,26 +135,28 @@ def read_kept(uri: str) -> Any:
     return ds.filter(expr=col("qc") == "kept").select_columns(["id", "messages", "prompt", "response", "teacher"])
 
 
-def scan(ds: Any, sums: list[str], distinct: list[str]) -> tuple[dict[str, int], dict[str, set[Any]]]:
-    """Column sums and distinct values in one streaming pass on the driver (no shuffle, unlike Dataset.sum)."""
-    totals = dict.fromkeys(sums, 0)
-    seen: dict[str, set[Any]] = {c: set() for c in distinct}
-    for batch in ds.select_columns(sums + distinct).iter_batches(batch_size=8192, batch_format="numpy"):
-        for c in sums:
-            totals[c] += int(batch[c].sum())
-        for c in distinct:
-            seen[c].update(batch[c].tolist())
-    return totals, seen
-
-
-def prepare(
-    data_uri: str, spec: TokenizeSpec, *, packing: bool, pack_window: int, seed: int,
-    replay_uri: str | None = None, replay_share: float = 0.0,
-) -> PreparedData:
-    """Build the packed dataset and its counts (examples kept/truncated/dropped, packing efficiency)."""
+def _packed_rows(out_uri: str) -> Any:
+    """The training rows, streamed from the written parts (empty rows of all-dropped windows skipped)."""
     import ray.data
     from ray.data.expressions import col
 
+    return ray.data.read_parquet(out_uri, file_extensions=["parquet"]).filter(expr=col("num_tokens") > 0) \
+        .select_columns(PACKED_COLUMNS)
+
+
+def prepare(
+    data_uri: str, spec: TokenizeSpec, *, packing: bool, pack_window: int, seed: int, resources: TrainDataConfig,
+    out_uri: str, replay_uri: str | None = None, replay_share: float = 0.0,
+) -> PreparedData:
+    """Write the packed rows to `out_uri` and return them as a lazy dataset with their counts
+    (examples kept/truncated/dropped, packing efficiency). A complete `out_uri` is reused."""
+    import ray.data
+
+    out = RunDir(out_uri)
+    if out.exists("counts.json"):
+        saved = out.read_json("counts.json")
+        return PreparedData(_packed_rows(out_uri), saved["counts"], saved["teachers"])
+    out.delete("")
     ds = read_kept(data_uri)
     counts: dict[str, Any] = {"replay_examples": 0}
     if replay_uri and replay_share > 0:
@@ -113,34 +164,32 @@ def prepare(
         replay = read_kept(replay_uri).random_shuffle(seed=seed).limit(want).materialize()
         counts["replay_examples"] = replay.count()
         ds = ds.union(replay)
-    tokenized = (
-        ds.random_shuffle(seed=seed)
-        .map_batches(Tokenize, fn_constructor_args=(spec,), batch_format="pyarrow", batch_size=64,
-                     compute=ray.data.ActorPoolStrategy(size=1))
-        .materialize()
-    )
-    n = tokenized.count()
-    if n == 0:
-        raise StageInputError(f"{data_uri}: no rows with qc == 'kept'; nothing to train on")
-    flags, seen = scan(tokenized, ["is_truncated", "is_dropped"], ["teacher"])
-    counts.update(stage_examples=n - counts["replay_examples"],
-                  truncated_examples=flags["is_truncated"], dropped_too_long=flags["is_dropped"])
+    low, high = (resources.tokenize_workers,) * 2 if isinstance(resources.tokenize_workers, int) \
+        else resources.tokenize_workers
     packed = (
-        tokenized.filter(expr=col("is_dropped") == 0)
+        ds.random_shuffle(seed=seed)
+        .map_batches(Tokenize, fn_constructor_args=(spec,), batch_format="pyarrow", batch_size=resources.batch_size,
+                     num_cpus=resources.num_cpus, compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high))
         .map_batches(pack_batch, fn_kwargs={"max_seq_len": spec.max_seq_len, "packing": packing},
                      batch_format="pyarrow", batch_size=pack_window)
-        .materialize()
     )
-    rows = packed.count()
-    if rows == 0:
+    packed.context.execution_options.preserve_order = True  # same windows, same rows, for any pool size
+    packed.write_parquet(out_uri)
+    if not out.list_files("", ".parquet"):  # every window writes a row, so no part means no kept example
+        raise StageInputError(f"{data_uri}: no rows with qc == 'kept'; nothing to train on")
+    sums, teachers = _count(out_uri)
+    if sums["window_seen"] == 0:
+        raise StageInputError(f"{data_uri}: no rows with qc == 'kept'; nothing to train on")
+    if sums["rows"] == 0:
         raise StageInputError(f"{data_uri}: every example is longer than train.max_seq_len={spec.max_seq_len}")
-    sums, _ = scan(packed, ["num_examples", "num_tokens", "num_answer_tokens"], [])
+    rows = sums["rows"]
     counts.update(
-        train_examples=sums["num_examples"], rows=rows, tokens=sums["num_tokens"],
-        answer_tokens=sums["num_answer_tokens"], packed=packing,
+        stage_examples=sums["window_seen"] - counts["replay_examples"], truncated_examples=sums["window_truncated"],
+        dropped_too_long=sums["window_dropped"], train_examples=sums["num_examples"], rows=rows,
+        tokens=sums["num_tokens"], answer_tokens=sums["num_answer_tokens"], packed=packing,
         packing_efficiency=round(sums["num_tokens"] / (rows * spec.max_seq_len), 4),
     )
     log.info("train data: %d examples -> %d rows of <= %d tokens (packing efficiency %.2f)",
              counts["train_examples"], rows, spec.max_seq_len, counts["packing_efficiency"])
-    teachers = sorted(str(t) for t in seen["teacher"] if t)
-    return PreparedData(packed.select_columns(["input_ids", "labels", "position_ids"]), counts, teachers)
+    out.write_json("counts.json", {"counts": counts, "teachers": teachers})
+    return PreparedData(_packed_rows(out_uri), counts, teachers)

@@ -9,6 +9,7 @@ be reused (same config and inputs) or must be cleared.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -18,16 +19,46 @@ from sentidistill.rundir import RunDir
 from sentidistill.training.loop import LoopSpec, train_loop
 
 MetricsCallback = Callable[[dict[str, Any]], None]
+log = logging.getLogger("sentidistill")
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def process_group_backend(train: TrainConfig) -> str | None:
+    """nccl when GPU workers' nodes have CUDA, gloo when they advertise GPUs without it (a CPU rehearsal of
+    a GPU config); None (Ray's default, gloo) for CPU workers.
+
+    The driver runs on the head, which has no GPU, so it asks one task placed exactly like a worker.
+    """
+    if not train.use_gpu:
+        return None
+    import ray
+
+    per_worker = dict(train.resources_per_worker)
+    probe = ray.remote(_has_cuda).options(
+        num_cpus=per_worker.get("CPU", 1.0), num_gpus=per_worker.get("GPU", 1.0),
+        accelerator_type=train.accelerator_type,
+    )
+    if ray.get(probe.remote()):
+        return "nccl"
+    log.warning("train.use_gpu: the training nodes advertise GPUs but have no CUDA; the workers run on CPU "
+                "(DeepSpeed over gloo)")
+    return "gloo"
 
 
 def fit(spec: LoopSpec, dataset: Any, train: TrainConfig, storage_uri: str) -> Any:
     """Run the loop on train.num_workers Ray Train workers; returns the ray.train.Result."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=spec.model_dump(),
+        torch_config=TorchConfig(backend=process_group_backend(train)),
         scaling_config=ScalingConfig(
             num_workers=train.num_workers, use_gpu=train.use_gpu,
             resources_per_worker=dict(train.resources_per_worker), accelerator_type=train.accelerator_type,

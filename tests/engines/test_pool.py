@@ -1,0 +1,38 @@
+"""Engine pools: `concurrency: N` is a fixed Ray Data actor pool, `[min, max]` an autoscaling one; bad ranges
+are config errors naming the field; the shipped GPU example uses the elastic form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sentidistill.config import EngineConfig, load_config
+from sentidistill.engines.pool import map_batches_kwargs
+from sentidistill.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_fixed_and_elastic_pools() -> None:
+    fixed = map_batches_kwargs(EngineConfig(concurrency=3))["compute"]
+    assert (fixed.min_size, fixed.max_size) == (3, 3)
+    elastic = map_batches_kwargs(EngineConfig.model_validate({"concurrency": [1, 4]}))["compute"]
+    assert (elastic.min_size, elastic.max_size) == (1, 4)
+    assert EngineConfig(concurrency=[2, 2]).actor_range == (2, 2)
+
+
+def test_bad_ranges_name_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train: {student: unused}\nteacher: {concurrency: [4, 1]}\n")
+    with pytest.raises(ConfigError, match=r"teacher.*min is larger than max"):
+        load_config(cfg)
+    cfg.write_text("train: {student: unused}\nteacher: {concurrency: [0, 2]}\n")
+    with pytest.raises(ConfigError, match=r"teacher\.concurrency"):
+        load_config(cfg)
+
+
+def test_gpu_cluster_example_is_elastic() -> None:
+    cfg = load_config(REPO / "jobs" / "configs" / "gpu-cluster.yaml")
+    low, high = cfg.teacher.actor_range
+    assert low < high

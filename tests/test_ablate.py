@@ -1,0 +1,152 @@
+"""`sentidistill ablate`: variant configs, shared data, the step budget of the gold baseline and the
+summary (fast, no Ray), then the whole ablation on the tiny model with its resume (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from sentidistill.cli import app
+from sentidistill.config import load_config
+from sentidistill.errors import ConfigError, StageInputError
+from sentidistill.evaluation.aggregate import (
+    bootstrap_tasks, items_fingerprint, model_metrics, replicates_npz, task_metric,
+)
+from sentidistill.evaluation.bootstrap import Settings
+from sentidistill.rundir import Manifest, RunDir
+from sentidistill.stages import ablate
+from sentidistill.tasks import Parsed, load_registry
+from test_pipeline import tiny_config
+
+STUDENT = "/models/base-student"
+
+
+def complete(rd: RunDir, stage: str, **counts: int) -> Manifest:
+    m = Manifest(stage=stage, status="complete", config_hash="h", counts=counts, finished_at="2026-01-01T00:00:00")
+    rd.write_manifest(m)
+    return m
+
+
+def test_variant_configs_share_data_and_give_gold_the_same_steps(tmp_path: Path) -> None:
+    cfg = load_config(tiny_config(tmp_path, tmp_path / "tiny"), ["train.icldist.replay_share=0.2"])
+    rd = RunDir(cfg.run_dir)
+    with pytest.raises(StageInputError, match="train/knowdist .* not complete"):
+        ablate.distilled_steps(rd)
+    complete(rd, "train/knowdist", steps=3)
+    complete(rd, "train/icldist", steps=4)
+    assert ablate.distilled_steps(rd) == 7
+
+    only = ablate.variant_config(cfg, rd, "icldist", STUDENT)
+    assert only.run_dir == rd.uri("ablate/icldist") and only.train.student == STUDENT and only.train.init is None
+    assert not only.train.knowdist.enabled and only.train.icldist.enabled and only.train.icldist.replay_share == 0
+    assert only.icldist.target == cfg.icldist.target and only.eval == cfg.eval
+    gold = ablate.variant_config(cfg, rd, "gold", STUDENT, 7)
+    assert gold.icldist.target == "gold" and gold.train.stage("icldist").max_steps == 7
+    assert gold.train.stage("icldist").epochs >= 7 and gold.run_dir == rd.uri("ablate/gold")
+    with pytest.raises(StageInputError, match="step count is unknown"):
+        ablate.variant_config(cfg, rd, "gold", STUDENT)
+
+    models = ablate.models(cfg, rd, STUDENT)
+    assert list(models) == ["student-before", "knowdist", "icldist", "knowdist-icldist", "gold"]
+    assert models["knowdist-icldist"] == rd.uri("train/icldist/model")
+    assert models["gold"] == rd.uri("ablate/gold/train/icldist/model")
+
+    off = load_config(tiny_config(tmp_path, tmp_path / "tiny"), ["train.knowdist.enabled=false"])
+    with pytest.raises(ConfigError, match="train.knowdist.enabled must be true"):
+        ablate.check(off)
+
+
+def test_shared_data_is_copied_once_with_its_manifest(tmp_path: Path) -> None:
+    src, dst = RunDir(str(tmp_path / "run")), RunDir(str(tmp_path / "run/ablate/icldist"))
+    with pytest.raises(StageInputError, match="icldist in .* is not complete"):
+        ablate.share(src, dst, "icldist")
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"id": ["a", "b"]}), buf)
+    src.write_bytes("icldist/data/part-0.parquet", buf.getvalue().to_pybytes())
+    m = complete(src, "icldist", kept=2)
+    assert ablate.share(src, dst, "icldist") is True
+    assert dst.list_files("icldist/data") == ["part-0.parquet"]
+    assert dst.manifest("icldist").fingerprint() == m.fingerprint()
+    assert ablate.share(src, dst, "icldist") is False  # already there: nothing copied
+    complete(src, "icldist", kept=3)  # the base run rebuilt its data: the variant's copy is replaced
+    dst.write_text("icldist/data/stale.parquet", "x")
+    assert ablate.share(src, dst, "icldist") is True and dst.list_files("icldist/data") == ["part-0.parquet"]
+
+
+def test_summary_pairs_every_variant_with_the_undistilled_student(tmp_path: Path, shared_data: Path) -> None:
+    registry = load_registry(data_dir=str(shared_data))
+    cfg = load_config(tiny_config(tmp_path, tmp_path / "tiny"))
+    rd = RunDir(cfg.run_dir)
+    task, n, settings = registry.get("sst2"), 40, Settings(resamples=200)
+    examples = registry.load_split("sst2", "test", n)
+    targets = ablate.models(cfg, rd, STUDENT)
+    for k, slug in enumerate(targets):
+        preds = [Parsed.of(ex.gold if i % 5 < k + 1 else "nonsense") for i, ex in enumerate(examples)]
+        records = [{"idx": i, "id": ex.id, "parsed": p.value, "parse_failed": p.failed}
+                   for i, (ex, p) in enumerate(zip(examples, preds))]
+        results = [{"task": "sst2", "seed": 42, "key": "k", "n": n, "dtype": "float32", "prompts_truncated": 0,
+                    "metrics": task_metric(task)(examples, preds), "predictions": records}]
+        boot = bootstrap_tasks([task], results, {"sst2": examples}, settings)
+        meta = {"model": slug, "model_ref": targets[slug], "engine": "hf", "engine_name": slug, "dtype": "auto",
+                "k": None, "k_label": "4", "seeds": [42], "limit": n, "prompt_variant": "raw"}
+        rd.write_json(f"eval/{slug}/metrics.json", model_metrics(meta, results, [task], registry.benchmark(), boot,
+                                                                 settings, {"sst2": items_fingerprint(examples)}))
+        rd.write_bytes(f"eval/{slug}/bootstrap.npz", replicates_npz(boot))
+        complete(rd, f"eval/{slug}")
+    first = ablate.summarise(cfg, rd, targets)
+    summary = rd.read_text(ablate.SUMMARY_MD)
+    assert "| task | student-before | knowdist | Δ knowdist | icldist | Δ icldist | knowdist-icldist |" in summary
+    assert "| sst2 |" in summary and "imdb" not in summary and " * |" in summary  # 80% vs 20% right: significant
+    assert "Seeds 42: the SentiBench protocol averages seeds 42, 52 and 62" in summary
+    assert rd.read_bytes(ablate.CHART_PNG)[:4] == b"\x89PNG"
+    table = first.extra["table"]
+    assert table["reference"] == "student-before" and [r["name"] for r in table["rows"]][0] == "sst2"
+    assert ablate.summarise(cfg, rd, targets).finished_at == first.finished_at  # unchanged inputs: skipped
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_ablate_on_the_tiny_model_then_resume(tmp_path: Path, tiny_model: Path, shared_data: Path,
+                                              ray_local) -> None:
+    config = tiny_config(tmp_path, tiny_model)
+    runner = CliRunner()
+    env = {"COLUMNS": "250", "RAY_AUTH_MODE": "disabled"}
+    # one training worker: four trainings start four Ray Train groups, the slow part here
+    args = ["ablate", str(config), "ray.num_cpus=4", "train.num_workers=1", "train.effective_batch_size=1",
+            "--limit", "2"]
+    first = runner.invoke(app, args, env=env)
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    cfg = load_config(config)
+    rd = RunDir(cfg.run_dir)
+    for folder in ("knowdist", "icldist", "train/knowdist", "train/icldist", "ablate/icldist/icldist",
+                   "ablate/icldist/train/icldist", "ablate/gold/icldist", "ablate/gold/train/icldist", "ablate",
+                   *(f"eval/{s}" for s in ("student-before", "knowdist", "icldist", "knowdist-icldist", "gold"))):
+        assert rd.manifest(folder).status == "complete", folder
+    steps = rd.manifest("ablate").counts["steps"]
+    assert steps["gold"] == steps["knowdist"] + steps["knowdist-icldist"]
+    assert rd.manifest("ablate/gold/icldist").extra["teacher"] == "gold"  # no teacher in the baseline
+    only = rd.manifest("ablate/icldist/train/icldist")
+    assert only.inputs["data:icldist"] == rd.manifest("icldist").fingerprint()  # the same data, not rebuilt
+    header = next(line for line in first.output.splitlines() if "Δ gold" in line)
+    assert header.index("student-before") < header.index("Δ knowdist") < header.index("Δ gold")
+    assert "sst2" in first.output and "atsa_rest16" in first.output and "imdb" not in first.output
+    assert "paired bootstrap" in first.output and "Only 2 test items per task" in first.output
+    metrics = json.loads((Path(cfg.run_dir) / "eval/gold/metrics.json").read_text())
+    assert metrics["tasks"]["sst2"]["ci"] and metrics["bootstrap"]["resamples"] == 1000
+
+    # an interrupted ablation: the gold variant's evaluation and the summary never happened
+    finished = {f: rd.manifest(f).finished_at for f in ("knowdist", "ablate/gold/train/icldist", "eval/icldist")}
+    rd.delete("eval/gold")
+    rd.delete("ablate/manifest.json")
+    again = runner.invoke(app, args, env=env)
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    assert {f: rd.manifest(f).finished_at for f in finished} == finished  # nothing else redone
+    lines = [line.strip() for line in again.output.splitlines()]
+    assert sum(line.startswith("skipped") for line in lines) >= 8, again.output
+    assert any(line.startswith("ran") and "eval" in line for line in lines)
+    assert rd.manifest("eval/gold").status == "complete" and "Δ gold" in again.output
