@@ -80,7 +80,10 @@ def run_child(args: Any, replay: Path, run_dir: Path, actors: int) -> dict[str, 
            "--actors", str(actors), "--batch-size", str(args.batch_size)]
     if args.ray_cpus:
         cmd += ["--ray-cpus", str(args.ray_cpus)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout)
+    for _ in range(3):  # on a crowded host Ray's node start can time out (a fixed 30 s): try again
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout)
+        if "timed out during startup" not in proc.stderr:
+            break
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_SCALE ")), None)
     if proc.returncode != 0 or line is None:
         raise SystemExit(f"bench_scale child failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

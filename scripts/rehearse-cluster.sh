@@ -132,7 +132,7 @@ sentidistill status "$RUN" 2>&1 | tee "$LOGS/status.log"
 
 say "sentidistill submit $C --stage serve (detached app on the cluster)"
 sentidistill submit "$C" --stage serve --address "$ADDRESS" --follow "${WHERE[@]}" "${MODELS[@]}" "${SIZES[@]}" \
-  "${LAX_QC[@]}" "${SERVE_AT[@]}" 2>&1 | tee "$LOGS/submit-serve.log"
+  "${LAX_QC[@]}" "${SERVE_AT[@]}" -- --detach 2>&1 | tee "$LOGS/submit-serve.log"
 ENDPOINT=http://127.0.0.1:$SERVE_PORT
 set -a; . "$SENTIDISTILL_ENV_FILE"; set +a   # the user's own shell holds the key to call the API
 say "POST $ENDPOINT/v1/sentiment with the API key"

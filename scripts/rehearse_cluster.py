@@ -110,7 +110,8 @@ def placement(address: str) -> dict[str, Any]:
              for t in list_tasks(address=address, detail=True, limit=10000, raise_on_missing_output=False)
              if t.type == "NORMAL_TASK"]
     for name, label, req, node_id in actors + tasks:
-        req = req or {}
+        # placement-group demands (Ray Train workers) read 'GPU_group_<i>_<pg id>': keep the resource name
+        req = {k.split("_group_", 1)[0]: v for k, v in (req or {}).items()}
         if not req.get("GPU"):
             continue
         where = kinds.get(node_id or "", "unscheduled")

@@ -531,9 +531,9 @@ class ServeConfig(Section):
         0.02, ge=0, description="@serve.batch: longest wait for a batch to fill (adds at most this much latency)."
     )
     max_ongoing_requests: int | None = Field(
-        None, ge=1, description="Requests one model replica holds at once; None = 8 x max_batch_size (a replica "
-        "runs up to 4 batches at once; requests beyond it wait in Serve's router, which retries with back-off). "
-        "Below max_batch_size, batches could never fill."
+        None, ge=1, description="Requests one model replica holds at once; None = 8 x max_batch_size (requests "
+        "beyond it wait in Serve's router, which polls with back-off: at 64 clients the old 2 x 16 left slots "
+        "idle). Below max_batch_size, batches could never fill."
     )
     max_request_tokens: int = Field(
         8192, ge=1, description="Most tokens one request may have generated: prompts x n x max_tokens "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import threading
 import time
 from typing import Any
 
@@ -63,6 +64,7 @@ class VLLMEngine(Engine):
         self.model_path = resolve_model(cfg.model, cache_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=cfg.trust_remote_code)
         self.llm: Any = vllm.LLM(**self._llm_kwargs())
+        self._watch_engine_core()
         # max_model_len None = the model's own context, as vLLM resolved it
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
         # explicit SamplingParams make vLLM ignore generation_config: its settings are passed on (_params)
@@ -158,6 +160,28 @@ class VLLMEngine(Engine):
         token_prompts = [{"prompt_token_ids": self._token_ids(p, 1)} for p in prompts]
         outs = self.llm.generate(token_prompts, params, use_tqdm=False)
         return [[o.outputs[0].logprobs[0][i].logprob for i in ids] for o in outs]
+
+    def _watch_engine_core(self) -> None:
+        """Wake a call that waits on a dead engine core.
+
+        vLLM's sync client waits forever for the outputs of requests in flight when its engine-core
+        process is killed (OOM killer, SIGKILL): its monitor only marks the engine dead. This thread
+        then hands the waiting call vLLM's EngineDeadError, so the actor fails (and is replaced)
+        instead of hanging. Ends with the engine (shutdown marks it dead too).
+        """
+        from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDead
+
+        core = self.llm.llm_engine.engine_core
+        resources, outputs = getattr(core, "resources", None), getattr(core, "outputs_queue", None)
+        if resources is None or outputs is None:  # in-process engine core: nothing runs apart to die
+            return
+
+        def watch() -> None:
+            while not resources.engine_dead:
+                time.sleep(1.0)
+            outputs.put_nowait(VLLMEngineDead())
+
+        threading.Thread(target=watch, daemon=True, name="sentidistill-vllm-watch").start()
 
     def shutdown(self) -> None:
         """Stop the engine-core and worker processes (vLLM 0.32's `LLM` has no shutdown of its own)."""

@@ -3,9 +3,9 @@
 Two batched methods, one per engine operation: `score` (first-token label logits) and `generate`.
 Each batched unit is one HTTP request's work (its prompts), so concurrent requests share a forward
 pass. Engine calls run on one worker thread per replica (vLLM's `LLM` is not thread-safe) and are at
-most `engine.batch_size` prompts each: several batches run at once (`MAX_CONCURRENT_BATCHES`)
-and their calls take turns on the worker, so a long request holds a short one back by one call at
-most. Before each call the batch drops the work of requests nobody waits for any more (the caller
+most `engine.batch_size` prompts each: two generation batches may run at once and their calls take
+turns on the worker, so a long extraction holds a short completion back by one call at most, and
+scoring never waits for a whole generation batch. Before each call the batch drops the work of requests nobody waits for any more (the caller
 cancelled, or its timeout passed). Failures come back per request as data; a failed call is retried
 request by request, so one bad request never fails its batch neighbours.
 
@@ -35,9 +35,12 @@ log = logging.getLogger("ray.serve")
 ErrorKind = Literal["client", "engine", "cancelled"]
 T = TypeVar("T")
 PROBE = GenerationRequest(prompt="ok", max_new_tokens=1)
-# Batches one replica runs at once: their engine calls take turns on the worker thread, so a request
-# waits behind at most one call of each other batch (serve.max_ongoing_requests defaults to 8 x batch).
-MAX_CONCURRENT_BATCHES = 4
+# Batches one replica runs at once, per method; their engine calls take turns on the worker thread.
+# Scoring (one forward pass per prompt) keeps one batch at a time: full engine calls, the most labels
+# per second on a CPU (concurrent batches split the same requests into smaller calls). Generation runs
+# two, so a short completion waits behind at most one call of a long extraction, not all of it.
+SCORE_CONCURRENT_BATCHES = 1
+GENERATE_CONCURRENT_BATCHES = 2
 
 
 @dataclass
@@ -138,7 +141,7 @@ class StudentModel:
             raise
 
     # batched work -------------------------------------------------------------
-    @serve.batch(max_concurrent_batches=MAX_CONCURRENT_BATCHES)
+    @serve.batch(max_concurrent_batches=SCORE_CONCURRENT_BATCHES)
     async def _score_batch(self, jobs: list[ScoreJob]) -> list[ScoreOutput]:
         """Jobs with the same candidates share engine calls; a failing call is retried job by job."""
         outputs = [ScoreOutput(batch_requests=len(jobs)) for _ in jobs]
@@ -171,7 +174,7 @@ class StudentModel:
         for (i, _), row in zip(live, rows, strict=True):
             outputs[i].logits.append(row)
 
-    @serve.batch(max_concurrent_batches=MAX_CONCURRENT_BATCHES)
+    @serve.batch(max_concurrent_batches=GENERATE_CONCURRENT_BATCHES)
     async def _generate_batch(self, jobs: list[GenerateJob]) -> list[GenerateOutput]:
         """Requests sorted by sampling params, in engine calls of engine.batch_size; gone jobs are skipped."""
         done: list[list[Completion | None]] = [[None] * len(job.requests) for job in jobs]

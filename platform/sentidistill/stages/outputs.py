@@ -1,8 +1,8 @@
 """Generation-stage output folders, shared by KnowDist (`generate`) and ICLDist (`build-icl`).
 
 One artifact schema (`ROW_SCHEMA`), one writer, one generation loop, so both stages resume the
-same way. Work rows flow through the Ray Data engine actor pool into sink tasks
-(`write_answered`, `rows_per_part` rows each) that run QC and write one atomic Parquet part per
+same way. Work rows flow through the Ray Data engine actor pool into writer actors
+(`PartWriter`, `rows_per_part` rows per call) that run QC and write one atomic Parquet part per
 folder (data/ for qc == "kept", filtered/ for the rest) through RunDir (temp file + rename
 locally, one object on s3/gs), on the workers: the driver only sums the small stats rows they
 return. A kill loses at most the chunks in flight; a row id lives in exactly one part, so a rerun
@@ -193,6 +193,17 @@ def write_answered(batch: pa.Table, run_dir: str, stage: str, stamp: str,
         "error_samples", pa.array(samples, pa.string()))
 
 
+class PartWriter:
+    """Ray Data actor around `write_answered`: started with the pipeline, so parts land as soon as their
+    rows are answered (a task pool would first have to start a worker process per burst of tasks)."""
+
+    def __init__(self, run_dir: str, stage: str, stamp: str, finish: Callable[[dict[str, Any]], None]):
+        self.kwargs = {"run_dir": run_dir, "stage": stage, "stamp": stamp, "finish": finish}
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return write_answered(batch, **self.kwargs)
+
+
 def generate_parts(folder: StageFolder, work: ray.data.Dataset | list[dict[str, Any]], engine_cfg: EngineConfig,
                    cache_dir: str | None, data_dir: str | None, rows_per_part: int,
                    finish: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -207,9 +218,13 @@ def generate_parts(folder: StageFolder, work: ray.data.Dataset | list[dict[str, 
         fn_constructor_kwargs={"engine_cfg": engine_cfg, "cache_dir": cache_dir, "data_dir": data_dir},
         batch_format="pyarrow", **map_batches_kwargs(engine_cfg),
     )
-    sink = answered.map_batches(write_answered, batch_size=rows_per_part, batch_format="pyarrow",
-                                num_cpus=WRITER_CPUS, fn_kwargs={"run_dir": folder.rd.uri(), "stage": folder.stage,
-                                                                 "stamp": part_stamp(), "finish": finish})
+    from ray.data import ActorPoolStrategy
+
+    sink = answered.map_batches(
+        PartWriter, batch_size=rows_per_part, batch_format="pyarrow", num_cpus=WRITER_CPUS,
+        compute=ActorPoolStrategy(min_size=1, max_size=max(2, engine_cfg.actor_range[1])),
+        fn_constructor_kwargs={"run_dir": folder.rd.uri(), "stage": folder.stage, "stamp": part_stamp(),
+                               "finish": finish})
     stats: dict[str, Any] = {"generated": 0, "errors": 0, "completion_tokens": 0, "error_samples": []}
     tallies: dict[tuple[str, str], dict[str, Any]] = {}
     t0 = time.perf_counter()
