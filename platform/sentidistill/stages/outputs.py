@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("sentidistill")
 
 DATA, FILTERED = "data", "filtered"
-WRITER_CPUS = 0.25  # a sink task encodes and uploads one Parquet part: light next to an engine actor
+# Writer actors encode and upload Parquet parts: light I/O next to an engine. They reserve no CPU, so
+# engine actors plus the reads feeding them can never leave the pipeline waiting for a CPU slot.
+WRITER_CPUS = 0
 # Engine settings that change speed or resources but not the answers: excluded from stage hashes.
 RESOURCE_FIELDS = {"batch_size", "concurrency", "num_cpus", "num_gpus", "accelerator_type", "gpu_memory_utilization",
                    "max_num_seqs", "cpu_kvcache_gb", "max_concurrent_requests", "timeout_s", "max_retries",
