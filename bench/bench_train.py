@@ -116,8 +116,9 @@ def micro_batches(cfg: Any, model: str, count: int) -> list[tuple[dict[str, Any]
     t = cfg.train
     spec = TokenizeSpec(student=model, cache_dir=cfg.cache_dir, max_seq_len=t.max_seq_len,
                         apply_chat_template=t.apply_chat_template, trust_remote_code=False)
-    data = prepare(RunDir(cfg.run_dir).uri("knowdist", "data"), spec, packing=True, pack_window=t.pack_window,
-                   seed=t.seed)
+    rd = RunDir(cfg.run_dir)
+    data = prepare(rd.uri("knowdist", "data"), spec, packing=True, pack_window=t.pack_window, seed=t.seed,
+                   resources=t.data, out_uri=rd.uri("bench", "packed"))
     rows = data.dataset.take(count * t.micro_batch_size)
     tok = AutoTokenizer.from_pretrained(model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

@@ -71,6 +71,8 @@ def ray_local():
     """One real local Ray for the session; 4 logical CPUs so small actor pools never deadlock on 2 cores."""
     import ray
 
+    if ray.is_initialized() and ray.cluster_resources().get("CPU", 0) < 4:
+        ray.shutdown()  # a Ray that an earlier test's code auto-started (all cores): too small for the pools here
     if not ray.is_initialized():
         ray.init(num_cpus=4, include_dashboard=False, namespace="sentidistill-tests",
                  runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}})

@@ -81,7 +81,7 @@ def test_bench_serve_smoke(tmp_path: Path) -> None:
     raw = result["raw"]
     for variant, mbs in (("batched", 16), ("unbatched", 1)):
         assert raw[variant]["max_batch_size"] == mbs
-        assert [lv["clients"] for lv in raw[variant]["levels"]] == [1, 8, 32]
+        assert [lv["clients"] for lv in raw[variant]["levels"]] == [1, 8, 32, 64]
         for level in raw[variant]["levels"]:
             assert level["ok"] == level["requests"] > 0, level
             assert max(int(s) for s in level["batch_sizes"]) <= mbs

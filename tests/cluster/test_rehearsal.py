@@ -3,7 +3,7 @@
 Three raylets (a GPU-less head, an "H100" and an "A100" node), a moto S3 server, the user's
 `submit --stage run`, status, serve, API calls and `eval --endpoint`; the script's own checks read
 placement from Ray's state API and grep every log and artifact for the secrets. Minutes, not
-hours, on CPU: in CI's default set (marker `cluster`).
+hours, on CPU (marker `cluster`; not yet in CI's default set: `scripts/test.sh -m cluster`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.cluster
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_rehearse_cluster_script_passes(shared_data: Path) -> None:
     env = {**os.environ, "SENTIBENCH_DIR": str(shared_data / "sentibench")}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(["bash", str(REPO / "scripts" / "rehearse-cluster.sh")], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=840)
+                          capture_output=True, text=True, timeout=1740)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
     assert "rehearsal passed" in proc.stdout and "no process left behind" in proc.stdout, tail
