@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Dress rehearsal of the GPU-cluster path on this machine, with the steps docs/cluster.md gives users.
 #
-#   bash scripts/rehearse-cluster.sh            # from the repo root, after scripts/install.sh; 10-25 min on 2 CPU cores
+#   bash scripts/rehearse-cluster.sh            # from the repo root, after scripts/install.sh; about 8 min on 2 idle CPU cores
 #
 # It builds the topology of cluster/aws.yaml out of local processes and runs the real user path on it:
 #   - an S3-compatible server (moto) on 127.0.0.1; run_dir, data_dir, models and corpus are s3:// URIs

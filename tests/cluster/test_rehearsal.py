@@ -3,7 +3,7 @@
 Three raylets (a GPU-less head, an "H100" and an "A100" node), a moto S3 server, the user's
 `submit --stage run`, status, serve, API calls and `eval --endpoint`; the script's own checks read
 placement from Ray's state API and grep every log and artifact for the secrets. Minutes, not
-hours, on CPU (marker `cluster`; not yet in CI's default set: `scripts/test.sh -m cluster`).
+hours, on CPU (about 8 minutes here; marker `cluster`, in CI's default set).
 """
 
 from __future__ import annotations
