@@ -45,11 +45,11 @@ def eval_config(args: Any, model: str, run_dir: Path) -> Any:
 
     return PipelineConfig.model_validate({
         "run_dir": str(run_dir), "data_dir": args.data_dir, "cache_dir": args.cache_dir,
-        "train": {"student": model},
+        "train": {"model": {"student": model}},
         "eval": {"tasks": list(TASKS), "seeds": [SEED], "limit": max(1, args.n // len(TASKS)),
-                 "engine": {"kind": args.engine, "dtype": args.dtype, "batch_size": args.batch_size,
-                            "concurrency": 1, "num_cpus": args.actor_cpus, "num_gpus": args.gpus_per_actor,
-                            "max_model_len": args.max_model_len}},
+                 "engine": {"kind": args.engine, "dtype": args.dtype, "max_model_len": args.max_model_len,
+                            "resources": {"batch_size": args.batch_size, "concurrency": 1,
+                                          "num_cpus": args.actor_cpus, "num_gpus": args.gpus_per_actor}}},
     })
 
 
@@ -57,7 +57,7 @@ def build_items(cfg: Any, model: str) -> tuple[list[dict[str, Any]], list[dict[s
     """(items in test order, items in the stage's batch order, gold and labels per part) with the stage's code."""
     from transformers import AutoTokenizer
 
-    from sentidistill.data.sentibench import load_split
+    from sentidistill.tasks.splits import load_split
     from sentidistill.evaluation.items import Part, TaskInputs, batch_order, measure, part_items
     from sentidistill.stages.evaluate import protocol
     from sentidistill.tasks import load_registry
@@ -124,12 +124,12 @@ def udf_path(cfg: Any, model: str, ordered: list[dict[str, Any]],
     from sentidistill.stages.evaluate import model_engine
 
     engine_cfg = model_engine(cfg.eval.engine, model)
-    out: dict[str, Any] = {"batch_size": engine_cfg.batch_size}
+    out: dict[str, Any] = {"batch_size": engine_cfg.resources.batch_size}
     with timed(out, "load_s"):
         udf = EvalUDF(engine_cfg, cfg.cache_dir)
     preds: dict[tuple[str, int], str | None] = {}
     with timed(out, "loop_s"):
-        for batch in chunks(ordered, engine_cfg.batch_size):
+        for batch in chunks(ordered, engine_cfg.resources.batch_size):
             res = udf({c: [it[c] for it in batch] for c in UDF_COLUMNS})
             for part, idx, scores in zip(res["part"], res["idx"], res["scores"], strict=True):
                 values = [float("-inf") if v is None else v for v in json.loads(scores)]
@@ -148,7 +148,7 @@ def stage_path(cfg: Any, model: str) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     with timed(out, "total_s"), CpuSampler({"engine actors": "EvalUDF"}) as cpu:
-        manifest = evaluate.run(cfg, {"bench": model})[0]
+        manifest = evaluate.run(cfg, {"bench": model}).parts[0]
     out["cpu"] = cpu.result
     out.update(items=manifest.counts["items_scored_this_run"], errors=manifest.counts["errors"],
                score_s=manifest.timings.get("score_s"))
@@ -159,7 +159,7 @@ def stage_path(cfg: Any, model: str) -> dict[str, Any]:
 def main() -> None:
     cores = os.cpu_count() or 1
     p = base_parser(__doc__.splitlines()[0], n=64)
-    p.add_argument("--batch-size", type=int, default=8, help="Our engine batch size (eval.engine.batch_size).")
+    p.add_argument("--batch-size", type=int, default=8, help="Our engine batch size (eval.engine.resources.batch_size).")
     p.add_argument("--baseline-batch-size", type=int, default=4, help="Reference loop batch size (default 4).")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--actor-cpus", type=float, default=float(cores),

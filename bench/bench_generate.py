@@ -37,19 +37,20 @@ YELP = "data://teacher-samples/yelp_mixtral_rewrite_500.jsonl"
 
 
 def pipeline_config(args: Any, model: str, run_dir: Path, actors: int, cpus: float) -> Any:
-    """The config `sentidistill generate` would get: teacher, corpus and knowdist as the bench fixes them."""
+    """The config `sentidistill generate` would get: teacher, corpus and generate as the bench fixes them."""
     from sentidistill.config import PipelineConfig
 
     return PipelineConfig.model_validate({
         "run_dir": str(run_dir), "data_dir": args.data_dir, "cache_dir": args.cache_dir,
         "teacher": {"kind": args.engine, "model": model, "name": "bench-teacher", "dtype": args.dtype,
-                    "batch_size": args.batch_size, "concurrency": actors, "num_cpus": cpus,
-                    "num_gpus": args.gpus_per_actor, "max_model_len": args.max_model_len},
+                    "max_model_len": args.max_model_len,
+                    "resources": {"batch_size": args.batch_size, "concurrency": actors, "num_cpus": cpus,
+                                  "num_gpus": args.gpus_per_actor}},
         "corpus": {"sources": [{"path": YELP, "text_column": "Text", "id_column": "ID", "limit": args.n}],
                    "max_chars": 1200},
-        "knowdist": {"per_text": 1, "temperature": 0.0, "max_new_tokens": args.max_new_tokens,
+        "generate": {"per_text": 1, "temperature": 0.0, "max_new_tokens": args.max_new_tokens,
                      "rows_per_part": 256},
-        "train": {"student": model},
+        "train": {"model": {"student": model}},
     })
 
 
@@ -60,20 +61,20 @@ def prompts(cfg: Any) -> list[dict[str, Any]]:
     from sentidistill.stages.generate import build_work
 
     corpus = load_corpus(cfg.corpus, cfg.data_dir, cfg.cache_dir)
-    return build_work(corpus.rows, select_perspectives(cfg.knowdist.perspectives), cfg.knowdist)
+    return build_work(corpus.rows, select_perspectives(cfg.generate.perspectives), cfg.generate)
 
 
 def baseline(cfg: Any, work: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
     """The bare engine in a plain loop, one `generate` call per batch; returns numbers and answers by id."""
     from sentidistill.engines import build_engine
-    from sentidistill.stages.generation import to_request
+    from sentidistill.generation.generation import to_request
 
     out: dict[str, Any] = {}
     with timed(out, "load_s"):
         engine = build_engine(cfg.teacher, cfg.cache_dir)
     completions = []
     with timed(out, "loop_s"), CpuSampler({}) as cpu:
-        for batch in chunks(work, cfg.teacher.batch_size):
+        for batch in chunks(work, cfg.teacher.resources.batch_size):
             completions += engine.generate([to_request(w) for w in batch])
     out["cpu"] = cpu.result
     engine.shutdown()
@@ -95,9 +96,9 @@ def stage(cfg: Any, answers: dict[str, str]) -> dict[str, Any]:
     """`stages.generate.run` on a fresh run dir; throughput over the whole call."""
     from sentidistill.rundir import RunDir
     from sentidistill.stages import generate
-    from sentidistill.stages.outputs import StageFolder
+    from sentidistill.generation.outputs import StageFolder
 
-    out: dict[str, Any] = {"actors": cfg.teacher.concurrency, "cpus_per_actor": cfg.teacher.num_cpus}
+    out: dict[str, Any] = {"actors": cfg.teacher.resources.concurrency, "cpus_per_actor": cfg.teacher.resources.num_cpus}
     with timed(out, "total_s"), CpuSampler({"engine actors": "GenerateUDF"}) as cpu:
         manifest = generate.run(cfg)
     out["cpu"] = cpu.result

@@ -46,11 +46,11 @@ def child_config(replay: Path, run_dir: Path, actors: int, batch_size: int) -> A
 
     return PipelineConfig.model_validate({
         "run_dir": str(run_dir),
-        "teacher": {"kind": "replay", "batch_size": batch_size, "concurrency": actors, "num_cpus": 1,
+        "teacher": {"kind": "replay", "resources": {"batch_size": batch_size, "concurrency": actors, "num_cpus": 1},
                     "replay": {"path": str(replay), "text_column": "Text", "response_column": "response",
                                "id_column": "ID", "perspective": "rewrite"}},
-        "knowdist": {"rows_per_part": 5000},
-        "train": {"student": "unused"},
+        "generate": {"rows_per_part": 5000},
+        "train": {"model": {"student": "unused"}},
     })
 
 

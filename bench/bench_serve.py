@@ -46,17 +46,17 @@ def serve_config(args: Any, model: str, max_batch_size: int) -> Any:
     from sentidistill.config import PipelineConfig
 
     return PipelineConfig.model_validate({
-        "data_dir": args.data_dir, "cache_dir": args.cache_dir, "train": {"student": model},
+        "data_dir": args.data_dir, "cache_dir": args.cache_dir, "train": {"model": {"student": model}},
         "serve": {"host": "127.0.0.1", "port": free_port(), "app_name": "sentidistill-bench", "tasks": ["sst2"],
-                  "engine": {"kind": args.engine, "dtype": args.dtype, "batch_size": args.engine_batch_size,
-                             "num_cpus": args.replica_cpus, "num_gpus": args.gpus_per_replica,
-                             "max_model_len": args.max_model_len},
+                  "engine": {"kind": args.engine, "dtype": args.dtype, "max_model_len": args.max_model_len,
+                             "resources": {"batch_size": args.engine_batch_size, "num_cpus": args.replica_cpus,
+                                           "num_gpus": args.gpus_per_replica}},
                   "max_batch_size": max_batch_size, "max_ongoing_requests": args.max_ongoing_requests},
     })
 
 
 def texts(args: Any) -> list[str]:
-    from sentidistill.data.sentibench import load_split
+    from sentidistill.tasks.splits import load_split
     from sentidistill.tasks import load_registry
 
     task = load_registry(data_dir=args.data_dir, cache_dir=args.cache_dir).get("sst2")
@@ -157,7 +157,7 @@ def main() -> None:
     p.add_argument("--max-ongoing-requests", type=int, default=None,
                    help="serve.max_ongoing_requests of both apps (default: the schema's, 8 x max_batch_size; "
                         "32 reproduces the old default behind the 64-client slowdown).")
-    p.add_argument("--engine-batch-size", type=int, default=16, help="serve.engine.batch_size (local.yaml: 16).")
+    p.add_argument("--engine-batch-size", type=int, default=16, help="serve.engine.resources.batch_size (local.yaml: 16).")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--replica-cpus", type=float, default=float(cores),
                    help=f"CPUs of the model replica (its torch threads on CPU; default {cores}).")

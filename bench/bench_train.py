@@ -11,7 +11,7 @@ Mixtral rewrite as the answer), written as a generation-stage Parquet part.
   student in fp32, torch AdamW, gradient clipping 1.0, the same packed micro-batches (from our data
   path, `training.dataset.prepare`) of the same size and sequence length, same warm-up rule.
 - packing: the non-pad share of our rows (`training.data.pack_examples` over windows of
-  train.pack_window, rows of max_seq_len) vs naive padding of every example to max_seq_len, and vs
+  train.data.pack_window, rows of max_seq_len) vs naive padding of every example to max_seq_len, and vs
   padding random batches of `--naive-batch` examples to their longest; on the same tokenized examples.
 
     .venv/bin/python bench/bench_train.py                    # SmolLM2-135M, seq 1024, 1 and 2 workers
@@ -63,19 +63,23 @@ def train_config(args: Any, model: str, run_dir: Path, workers: int) -> Any:
     return PipelineConfig.model_validate({
         "run_dir": str(run_dir), "data_dir": args.data_dir, "cache_dir": args.cache_dir,
         "train": {
-            "student": model, "max_seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
-            "effective_batch_size": args.micro_batch_size * workers, "num_workers": workers,
-            "resources_per_worker": {"CPU": args.cpus_per_worker or max(1, cores // workers),
-                                     **({"GPU": 1} if args.gpu else {})}, "use_gpu": args.gpu,
-            "max_steps": args.steps, "epochs": 1, "log_every_steps": 1, "checkpoint_every_steps": 10**6,
-            "zero_stage": args.zero_stage, "pack_window": args.pack_window, "icldist": {"enabled": False},
+            "model": {"student": model},
+            "optimizer": {"micro_batch_size": args.micro_batch_size, "max_steps": args.steps, "epochs": 1,
+                          "effective_batch_size": args.micro_batch_size * workers},
+            "data": {"max_seq_len": args.seq_len, "pack_window": args.pack_window},
+            "deepspeed": {"zero_stage": args.zero_stage},
+            "resources": {"num_workers": workers, "use_gpu": args.gpu,
+                          "resources_per_worker": {"CPU": args.cpus_per_worker or max(1, cores // workers),
+                                                   **({"GPU": 1} if args.gpu else {})}},
+            "checkpoint": {"log_every_steps": 1, "every_steps": 10**6},
+            "icldist": {"enabled": False},
         },
     })
 
 
 def write_data(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     from sentidistill.rundir import RunDir
-    from sentidistill.stages.outputs import ROW_SCHEMA, parquet_bytes
+    from sentidistill.generation.outputs import ROW_SCHEMA, parquet_bytes
 
     RunDir(str(run_dir)).write_bytes("knowdist/data/part-00000.parquet", parquet_bytes(rows, ROW_SCHEMA))
 
@@ -114,16 +118,16 @@ def micro_batches(cfg: Any, model: str, count: int) -> list[tuple[dict[str, Any]
     from sentidistill.training.dataset import TokenizeSpec, prepare
 
     t = cfg.train
-    spec = TokenizeSpec(student=model, cache_dir=cfg.cache_dir, max_seq_len=t.max_seq_len,
-                        apply_chat_template=t.apply_chat_template, trust_remote_code=False)
+    spec = TokenizeSpec(student=model, cache_dir=cfg.cache_dir, max_seq_len=t.data.max_seq_len,
+                        apply_chat_template=t.data.apply_chat_template, trust_remote_code=False)
     rd = RunDir(cfg.run_dir)
-    data = prepare(rd.uri("knowdist", "data"), spec, packing=True, pack_window=t.pack_window, seed=t.seed,
+    data = prepare(rd.uri("knowdist", "data"), spec, packing=True, pack_window=t.data.pack_window, seed=t.seed,
                    resources=t.data, out_uri=rd.uri("bench", "packed"))
-    rows = data.dataset.take(count * t.micro_batch_size)
+    rows = data.dataset.take(count * t.optimizer.micro_batch_size)
     tok = AutoTokenizer.from_pretrained(model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out = []
-    for batch in chunks(rows, t.micro_batch_size):
+    for batch in chunks(rows, t.optimizer.micro_batch_size):
         cols = {k: [r[k] for r in batch] for k in ("input_ids", "labels", "position_ids")}
         out.append((collate(cols, pad, packed=True), sum(len(ids) for ids in cols["input_ids"])))
     return out
@@ -173,7 +177,7 @@ def stage(cfg: Any, workers: int, warmup: int) -> dict[str, Any]:
     from sentidistill.rundir import RunDir
     from sentidistill.stages import train
 
-    out: dict[str, Any] = {"workers": workers, "cpus_per_worker": cfg.train.resources_per_worker.get("CPU")}
+    out: dict[str, Any] = {"workers": workers, "cpus_per_worker": cfg.train.resources.resources_per_worker.get("CPU")}
     with timed(out, "stage_s"), CpuSampler({"train workers": "RayTrainWorker"}) as cpu:
         manifest = train.run(cfg, "knowdist")
     out["cpu"] = cpu.result
@@ -192,11 +196,11 @@ def stage(cfg: Any, workers: int, warmup: int) -> dict[str, Any]:
 def main() -> None:
     p = base_parser(__doc__.splitlines()[0], n=500, engine=False)
     p.add_argument("--workers", default="1,2", help="Ray Train worker counts to run, comma separated (default 1,2).")
-    p.add_argument("--seq-len", type=int, default=1024, help="train.max_seq_len (default 1024).")
-    p.add_argument("--micro-batch-size", type=int, default=1, help="train.micro_batch_size (default 1).")
+    p.add_argument("--seq-len", type=int, default=1024, help="train.data.max_seq_len (default 1024).")
+    p.add_argument("--micro-batch-size", type=int, default=1, help="train.optimizer.micro_batch_size (default 1).")
     p.add_argument("--steps", type=int, default=6, help="Optimizer steps per run (default 6).")
     p.add_argument("--warmup-steps", type=int, default=1, help="First steps left out of tokens/s (default 1).")
-    p.add_argument("--pack-window", type=int, default=1024, help="train.pack_window (default 1024).")
+    p.add_argument("--pack-window", type=int, default=1024, help="train.data.pack_window (default 1024).")
     p.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
     p.add_argument("--gpu", action="store_true", help="One GPU per worker (GPU cluster).")
     p.add_argument("--naive-batch", type=int, default=8,
@@ -223,12 +227,12 @@ def main() -> None:
             run_dir = Path(tmp) / f"run-{workers}"
             write_data(run_dir, rows)
             cfg = train_config(args, model, run_dir, workers)
-            threads = max(1, int(cfg.train.resources_per_worker["CPU"]))  # what Ray gives one worker
+            threads = max(1, int(cfg.train.resources.resources_per_worker["CPU"]))  # what Ray gives one worker
             if str(threads) not in raw["baselines"]:
                 batches = micro_batches(cfg, model, args.steps)
                 bf16 = resolve_precision(cfg.train) == "bf16"
-                raw["baselines"][str(threads)] = plain_loop(model, batches, threads, args.warmup_steps, cfg.train.lr,
-                                                            bf16)
+                raw["baselines"][str(threads)] = plain_loop(model, batches, threads, args.warmup_steps,
+                                                            cfg.train.optimizer.lr, bf16)
                 print(f"[bench] plain loop, {threads} threads: {raw['baselines'][str(threads)]}", flush=True)
             run = stage(cfg, workers, args.warmup_steps)
             run["baseline_threads"] = threads

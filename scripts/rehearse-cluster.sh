@@ -109,19 +109,19 @@ C=jobs/configs/gpu-cluster.yaml
 RUN=$S3/runs/rehearsal
 WHERE=(run_dir=$RUN data_dir=$S3/data
   "corpus.sources.0.path=$S3/corpora/yelp-reviews/*.jsonl" "corpus.sources.1.path=$S3/corpora/amazon-electronics/*.parquet")
-MODELS=(teacher.model=$S3/models/tiny-teacher teacher.name=tiny-teacher train.student=$S3/models/tiny-student)
-SIZES=(teacher.tensor_parallel_size=1 teacher.num_gpus=1 teacher.concurrency=1 teacher.num_cpus=1
-  teacher.batch_size=16 teacher.max_num_seqs=16 teacher.max_model_len=2048
-  corpus.sources.0.limit=3 corpus.sources.1.limit=3 knowdist.per_text=1 knowdist.max_new_tokens=16
-  icldist.examples_per_task=1 icldist.max_new_tokens=16
-  train.epochs=1 train.micro_batch_size=1 train.effective_batch_size=2 train.num_workers=2
-  "train.resources_per_worker={CPU: 1, GPU: 1}" train.max_seq_len=512 train.checkpoint_every_steps=1000
-  eval.engine.num_gpus=1 eval.engine.concurrency=1 eval.engine.batch_size=16 eval.limit=1 "eval.seeds=[42]"
-  eval.max_new_tokens=16 serve.engine.num_gpus=1 serve.autoscaling.max_replicas=1 serve.max_batch_size=4)
+MODELS=(teacher.model=$S3/models/tiny-teacher teacher.name=tiny-teacher train.model.student=$S3/models/tiny-student)
+SIZES=(teacher.vllm.tensor_parallel_size=1 teacher.resources.num_gpus=1 teacher.resources.concurrency=1 teacher.resources.num_cpus=1
+  teacher.resources.batch_size=16 teacher.vllm.max_num_seqs=16 teacher.max_model_len=2048
+  corpus.sources.0.limit=3 corpus.sources.1.limit=3 generate.per_text=1 generate.max_new_tokens=16
+  icl.examples_per_task=1 icl.max_new_tokens=16
+  train.optimizer.epochs=1 train.optimizer.micro_batch_size=1 train.optimizer.effective_batch_size=2 train.resources.num_workers=2
+  "train.resources.resources_per_worker={CPU: 1, GPU: 1}" train.data.max_seq_len=512 train.checkpoint.every_steps=1000
+  eval.engine.resources.num_gpus=1 eval.engine.resources.concurrency=1 eval.engine.resources.batch_size=16 eval.limit=1 "eval.seeds=[42]"
+  eval.max_new_tokens=16 serve.engine.resources.num_gpus=1 serve.autoscaling.max_replicas=1 serve.max_batch_size=4)
 # A random tiny teacher writes noise: quality control would rightly drop every answer, leaving nothing to train on.
-LAX_QC=(knowdist.quality.drop_truncated=false knowdist.quality.run_checks=false knowdist.quality.max_repetition=1.0
-  icldist.target=teacher icldist.quality.drop_truncated=false icldist.quality.run_checks=false
-  icldist.quality.max_repetition=1.0)
+LAX_QC=(generate.quality.drop_truncated=false generate.quality.run_checks=false generate.quality.max_repetition=1.0
+  icl.target=teacher icl.quality.drop_truncated=false icl.quality.run_checks=false
+  icl.quality.max_repetition=1.0)
 SERVE_AT=(serve.host=127.0.0.1 serve.port=$SERVE_PORT)
 say "sentidistill submit $C --stage run --address $ADDRESS --follow"
 sentidistill submit "$C" --stage run --address "$ADDRESS" --follow "${WHERE[@]}" "${MODELS[@]}" "${SIZES[@]}" \
@@ -156,8 +156,8 @@ EOF
 
 SERVED=$(curl -s "$ENDPOINT/v1/models" -H "Authorization: Bearer $SENTIDISTILL_API_KEY" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
 say "sentidistill submit $C --stage eval -- --endpoint $ENDPOINT/v1 --model served=$SERVED (the served student)"
-sentidistill submit "$C" --stage eval --address "$ADDRESS" --follow "${WHERE[@]}" eval.engine.api_key_env=SENTIDISTILL_API_KEY \
-  eval.engine.batch_size=16 eval.engine.num_gpus=0 eval.engine.accelerator_type=null -- \
+sentidistill submit "$C" --stage eval --address "$ADDRESS" --follow "${WHERE[@]}" eval.engine.openai.api_key_env=SENTIDISTILL_API_KEY \
+  eval.engine.resources.batch_size=16 eval.engine.resources.num_gpus=0 eval.engine.resources.accelerator_type=null -- \
   --endpoint "$ENDPOINT/v1" "--model=served=$SERVED" --limit 1 --seeds 42 2>&1 | tee "$LOGS/eval-endpoint.log"
 
 say "checks: manifests, metrics, exported student, placement (Ray state API), secrets in logs and artifacts"

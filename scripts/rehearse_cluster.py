@@ -142,12 +142,12 @@ def _grep_secrets(paths: list[Path], fs: pafs.FileSystem, bucket: str, secrets: 
 
 
 def check(run_dir: str, address: str, logs: list[Path], secrets_env: list[str]) -> int:
+    from sentidistill.layout import RunLayout
     from sentidistill.rundir import RunDir
-    from sentidistill.stages.pipeline import stage_states
 
     rd = RunDir(run_dir)
     problems: list[str] = []
-    states = stage_states(run_dir)
+    states = RunLayout(rd).stage_states()
     for folder, m in states:
         if m.status != "complete":
             problems.append(f"stage {folder}: {m.status} {m.error or ''}")

@@ -12,5 +12,5 @@ export RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # leaves it out too.
 # The default set includes the `cluster` rehearsal (scripts/rehearse-cluster.sh: three raylets + an S3 server,
 # about 8 minutes here).
-if [ $# -eq 0 ]; then set -- -m "not slow and not gpu"; fi
+if [ $# -eq 0 ]; then set -- -m "not slow and not gpu" --durations=30; fi
 exec .venv/bin/python -m pytest "$@"

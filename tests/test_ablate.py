@@ -21,7 +21,7 @@ from sentidistill.evaluation.bootstrap import Settings
 from sentidistill.rundir import Manifest, RunDir
 from sentidistill.stages import ablate
 from sentidistill.tasks import Parsed, load_registry
-from test_pipeline import tiny_config
+from test_pipeline import pipeline_config
 
 STUDENT = "/models/base-student"
 
@@ -32,8 +32,8 @@ def complete(rd: RunDir, stage: str, **counts: int) -> Manifest:
     return m
 
 
-def test_variant_configs_share_data_and_give_gold_the_same_steps(tmp_path: Path) -> None:
-    cfg = load_config(tiny_config(tmp_path, tmp_path / "tiny"), ["train.icldist.replay_share=0.2"])
+def test_variant_configs_share_data_and_give_gold_the_same_steps(tiny_config) -> None:
+    cfg = load_config(pipeline_config(tiny_config), ["train.icldist.replay_share=0.2"])
     rd = RunDir(cfg.run_dir)
     with pytest.raises(StageInputError, match="train/knowdist .* not complete"):
         ablate.distilled_steps(rd)
@@ -42,11 +42,11 @@ def test_variant_configs_share_data_and_give_gold_the_same_steps(tmp_path: Path)
     assert ablate.distilled_steps(rd) == 7
 
     only = ablate.variant_config(cfg, rd, "icldist", STUDENT)
-    assert only.run_dir == rd.uri("ablate/icldist") and only.train.student == STUDENT and only.train.init is None
+    assert only.run_dir == rd.uri("ablate/icldist") and only.train.model.student == STUDENT and only.train.model.init is None
     assert not only.train.knowdist.enabled and only.train.icldist.enabled and only.train.icldist.replay_share == 0
-    assert only.icldist.target == cfg.icldist.target and only.eval == cfg.eval
+    assert only.icl.target == cfg.icl.target and only.eval == cfg.eval
     gold = ablate.variant_config(cfg, rd, "gold", STUDENT, 7)
-    assert gold.icldist.target == "gold" and gold.train.stage("icldist").max_steps == 7
+    assert gold.icl.target == "gold" and gold.train.stage("icldist").max_steps == 7
     assert gold.train.stage("icldist").epochs >= 7 and gold.run_dir == rd.uri("ablate/gold")
     with pytest.raises(StageInputError, match="step count is unknown"):
         ablate.variant_config(cfg, rd, "gold", STUDENT)
@@ -56,7 +56,7 @@ def test_variant_configs_share_data_and_give_gold_the_same_steps(tmp_path: Path)
     assert models["knowdist-icldist"] == rd.uri("train/icldist/model")
     assert models["gold"] == rd.uri("ablate/gold/train/icldist/model")
 
-    off = load_config(tiny_config(tmp_path, tmp_path / "tiny"), ["train.knowdist.enabled=false"])
+    off = load_config(pipeline_config(tiny_config), ["train.knowdist.enabled=false"])
     with pytest.raises(ConfigError, match="train.knowdist.enabled must be true"):
         ablate.check(off)
 
@@ -78,9 +78,9 @@ def test_shared_data_is_copied_once_with_its_manifest(tmp_path: Path) -> None:
     assert ablate.share(src, dst, "icldist") is True and dst.list_files("icldist/data") == ["part-0.parquet"]
 
 
-def test_summary_pairs_every_variant_with_the_undistilled_student(tmp_path: Path, shared_data: Path) -> None:
+def test_summary_pairs_every_variant_with_the_undistilled_student(tiny_config, shared_data: Path) -> None:
     registry = load_registry(data_dir=str(shared_data))
-    cfg = load_config(tiny_config(tmp_path, tmp_path / "tiny"))
+    cfg = load_config(pipeline_config(tiny_config))
     rd = RunDir(cfg.run_dir)
     task, n, settings = registry.get("sst2"), 40, Settings(resamples=200)
     examples = registry.load_split("sst2", "test", n)
@@ -111,13 +111,12 @@ def test_summary_pairs_every_variant_with_the_undistilled_student(tmp_path: Path
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_ablate_on_the_tiny_model_then_resume(tmp_path: Path, tiny_model: Path, shared_data: Path,
-                                              ray_local) -> None:
-    config = tiny_config(tmp_path, tiny_model)
+def test_ablate_on_the_tiny_model_then_resume(tiny_config, shared_data: Path, ray_local) -> None:
+    config = pipeline_config(tiny_config)
     runner = CliRunner()
     env = {"COLUMNS": "250", "RAY_AUTH_MODE": "disabled"}
     # one training worker: four trainings start four Ray Train groups, the slow part here
-    args = ["ablate", str(config), "ray.num_cpus=4", "train.num_workers=1", "train.effective_batch_size=1",
+    args = ["ablate", str(config), "ray.num_cpus=4", "train.resources.num_workers=1", "train.optimizer.effective_batch_size=1",
             "--limit", "2"]
     first = runner.invoke(app, args, env=env)
     assert first.exit_code == 0, first.output + repr(first.exception)

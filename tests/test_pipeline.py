@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from sentidistill.cli import app
@@ -29,32 +28,12 @@ REVIEWS = [
 ]
 
 
-def tiny_config(tmp_path: Path, tiny_model: Path, **extra: object) -> Path:
-    corpus = tmp_path / "corpus.jsonl"
+def pipeline_config(tiny_config) -> Path:
+    """jobs/configs/tiny.yaml (the `tiny_config` fixture) reading REVIEWS, written as a YAML file."""
+    corpus = tiny_config.root / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"review": t, "stars": i % 5 + 1}) + "\n" for i, t in enumerate(REVIEWS)))
-    engine = {"kind": "hf", "model": str(tiny_model), "name": "tiny-teacher", "batch_size": 8}
-    cfg = {
-        "run_dir": str(tmp_path / "run"),
-        "cache_dir": str(tmp_path / "cache"),
-        "teacher": engine,
-        "corpus": {"sources": [{"path": str(corpus), "text_column": "review", "meta_columns": ["stars"]}]},
-        "knowdist": {"perspectives": ["overall", "emotions"], "per_text": 1, "max_new_tokens": 12,
-                     "quality": {"drop_truncated": False, "min_response_chars": 0, "run_checks": False,
-                                 "max_repetition": 1.0}},
-        # Gold targets: a random tiny teacher's few-shot answers never parse, which would leave no ICL rows.
-        # The teacher path of build-icl is covered in tests/icl.
-        "icldist": {"tasks": ["sst2", "atsa_rest16"], "examples_per_task": 3, "k_max": 2, "target": "gold"},
-        "train": {"init": {"from_model": str(tiny_model), "num_layers": 1}, "max_steps": 2, "epochs": 2, "packing": False,
-                  "micro_batch_size": 1, "effective_batch_size": 2, "num_workers": 2, "max_seq_len": 256,
-                  "checkpoint_every_steps": 1, "zero_stage": 1},
-        "eval": {"tasks": ["sst2", "atsa_rest16"], "limit": 2, "seeds": [42], "max_new_tokens": 12,
-                 "engine": {"kind": "hf", "batch_size": 4}},
-    }
-    for key, value in extra.items():
-        cfg[key] = value
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_config.write(f"cache_dir={tiny_config.root / 'cache'}", corpus={
+        "sources": [{"path": str(corpus), "text_column": "review", "meta_columns": ["stars"]}]})
 
 
 def test_select_steps_validates_names() -> None:
@@ -65,8 +44,8 @@ def test_select_steps_validates_names() -> None:
         pipeline.select_steps("eval", "generate")
 
 
-def test_whole_pipeline_then_noop_rerun(tmp_path: Path, tiny_model: Path, ray_local) -> None:
-    cfg = load_config(tiny_config(tmp_path, tiny_model))
+def test_whole_pipeline_then_noop_rerun(tiny_config, ray_local) -> None:
+    cfg = load_config(pipeline_config(tiny_config))
     first = pipeline.run(cfg)
     assert [s.step for s in first.steps] == pipeline.STEPS
     assert all(s.status == "ran" for s in first.steps), first.steps
@@ -86,13 +65,13 @@ def test_whole_pipeline_then_noop_rerun(tmp_path: Path, tiny_model: Path, ray_lo
     assert result.exit_code == 0 and "train/icldist" in result.output and "complete" in result.output
 
 
-def test_interrupted_run_resumes_without_redoing_generation(tmp_path: Path, tiny_model: Path) -> None:
+def test_interrupted_run_resumes_without_redoing_generation(tiny_config) -> None:
     """Kill `sentidistill run` once training has checkpointed; the rerun skips generation and resumes training."""
-    path = tiny_config(tmp_path, tiny_model)
+    path = pipeline_config(tiny_config)
     cfg = load_config(path)
     rd = RunDir(cfg.run_dir)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "sentidistill", "run", str(path), "ray.num_cpus=4", "train.max_steps=6",
+    cmd = [sys.executable, "-m", "sentidistill", "run", str(path), "ray.num_cpus=4", "train.optimizer.max_steps=6",
            "--until", "train-knowdist"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

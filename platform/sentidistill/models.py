@@ -16,7 +16,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from sentidistill.config import PipelineConfig, config_hash
 from sentidistill.errors import ModelNotFoundError
+from sentidistill.layout import RunLayout
+from sentidistill.rundir import RunDir
 
 log = logging.getLogger("sentidistill")
 
@@ -248,7 +251,7 @@ def prune_layers(src: Path, out_dir: Path, layers: list[int] | None = None, num_
     keep = layers if layers is not None else evenly_spaced_layers(total, num_layers or total)
     bad = [i for i in keep if not 0 <= i < total]
     if bad:
-        raise ValueError(f"train.init.layers: {bad} out of range for a {total}-layer model")
+        raise ValueError(f"train.model.init.layers: {bad} out of range for a {total}-layer model")
 
     def build(tmp: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
@@ -265,3 +268,21 @@ def prune_layers(src: Path, out_dir: Path, layers: list[int] | None = None, num_
         (tmp / "PRUNED_FROM.txt").write_text(f"{src}\nlayers={keep}\n")
 
     return _atomic_build(out_dir, build)
+
+
+def build_student_init(cfg: PipelineConfig, rd: RunDir) -> str:
+    """The layer-pruned student init (`train.model.init`), built once and cached under the run dir
+    (keyed by the init settings): training, evaluation's "student-before" and ablations share it."""
+    init = cfg.train.model.init
+    assert init is not None  # the config validator requires train.model.init when train.model.student is unset
+    cache = default_cache_dir(cfg.cache_dir)
+    rel = RunLayout.student_init(config_hash(init))
+    if rd.exists(rel, "config.json"):
+        return rd.uri(rel)
+    src = resolve_model(init.from_model, cache)
+    if rd.remote:
+        local = prune_layers(src, cache / "student-init" / config_hash(init), init.layers, init.num_layers)
+        RunLayout(rd).publish(local, rel)
+    else:
+        prune_layers(src, rd.local_path(rel), init.layers, init.num_layers)
+    return rd.uri(rel)

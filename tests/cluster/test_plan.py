@@ -18,22 +18,24 @@ TEXTS = [f"Review {i}: the pasta was {'good ' * (i + 1)}and the service quick." 
 
 
 @pytest.fixture
-def cfg_data(tmp_path: Path, shared_data: Path, tiny_model: Path) -> dict:
-    corpus = tmp_path / "corpus.jsonl"
+def cfg_data(tiny_config, shared_data: Path, tiny_model: Path) -> dict:
+    """jobs/configs/tiny.yaml with every section the estimate reads set here (replaced whole)."""
+    corpus = tiny_config.root / "corpus.jsonl"
     rows = TEXTS + TEXTS[:2]  # two exact duplicates: the corpus reader drops them
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
-    return {
-        "run_dir": str(tmp_path / "run"), "data_dir": str(shared_data),
-        "teacher": {"kind": "hf", "model": str(tiny_model), "num_gpus": 1, "concurrency": 2},
+    return tiny_config.data(f"data_dir={shared_data}", replace={
+        "teacher": {"kind": "hf", "model": str(tiny_model), "resources": {"num_gpus": 1, "concurrency": 2}},
         "corpus": {"sources": [{"path": str(corpus)}]},
-        "knowdist": {"perspectives": ["overall", "rewrite"], "per_text": 1, "max_new_tokens": 100},
-        "icldist": {"tasks": ["sst2"], "examples_per_task": 10, "k_max": 2},
-        "train": {"student": str(tiny_model), "epochs": 1, "num_workers": 2, "micro_batch_size": 2,
-                  "effective_batch_size": 8, "max_seq_len": 512, "use_gpu": True,
-                  "resources_per_worker": {"CPU": 1, "GPU": 1}},
-    }
+        "generate": {"perspectives": ["overall", "rewrite"], "per_text": 1, "max_new_tokens": 100},
+        "icl": {"tasks": ["sst2"], "examples_per_task": 10, "k_max": 2},
+        "train": {"model": {"student": str(tiny_model)},
+                  "optimizer": {"epochs": 1, "micro_batch_size": 2, "effective_batch_size": 8},
+                  "data": {"max_seq_len": 512},
+                  "resources": {"num_workers": 2, "use_gpu": True, "resources_per_worker": {"CPU": 1, "GPU": 1}}},
+    })
 
 
+@pytest.mark.ray  # the corpus stats run on Ray Data
 def test_tokens_follow_corpus_and_perspectives(cfg_data: dict) -> None:
     cfg = PipelineConfig.model_validate(cfg_data)
     est = estimate(cfg)
@@ -59,19 +61,22 @@ def test_rates_epochs_steps_and_disabled_stages(cfg_data: dict) -> None:
                                      train_tokens_per_s_per_gpu=40000), corpus_texts=1000, avg_text_chars=500.0)
     assert fast.gen_gpu_hours == pytest.approx(base.gen_gpu_hours / 2)
     assert fast.train_gpu_hours == pytest.approx(base.train_gpu_hours / 2)
-    two = estimate(cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2.0})}),
+    two = estimate(cfg.model_copy(update={"train": cfg.train.model_copy(update={
+        "optimizer": cfg.train.optimizer.model_copy(update={"epochs": 2.0})})}),
                    corpus_texts=1000, avg_text_chars=500.0)
     assert two.train_tokens["knowdist"] == pytest.approx(2 * base.train_tokens["knowdist"], abs=1)
-    capped = PipelineConfig.model_validate({**cfg_data, "train": {**cfg_data["train"], "max_steps": 1}})
+    capped = PipelineConfig.model_validate({**cfg_data, "train": {**cfg_data["train"], "optimizer": {
+        **cfg_data["train"]["optimizer"], "max_steps": 1}}})
     assert estimate(capped, corpus_texts=1000, avg_text_chars=500.0).train_tokens["knowdist"] == 8 * 512
-    off = PipelineConfig.model_validate({**cfg_data, "knowdist": {"enabled": False}, "icldist": {"enabled": False}})
+    off = PipelineConfig.model_validate({**cfg_data, "generate": {"enabled": False}, "icl": {"enabled": False}})
     est = estimate(off, corpus_texts=1000, avg_text_chars=500.0)
     assert est.knowdist.requests == est.icldist.requests == 0 and est.gen_gpu_hours == 0
     assert est.train_tokens == {"knowdist": 0, "icldist": 0}
 
 
 def test_api_teacher_costs_no_gpu_hours(cfg_data: dict) -> None:
-    api = PipelineConfig.model_validate({**cfg_data, "teacher": {"kind": "openai", "base_url": "http://x/v1"}})
+    api = PipelineConfig.model_validate({**cfg_data, "teacher": {"kind": "openai",
+                                                                 "openai": {"base_url": "http://x/v1"}}})
     est = estimate(api, corpus_texts=100, avg_text_chars=300.0)
     assert est.knowdist.completion_tokens > 0 and est.gen_gpu_hours == 0 and est.gen_wall_hours is None
 
@@ -96,7 +101,7 @@ def test_cli_json_and_cluster_check(tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.output
     est = json.loads(ok.stdout[ok.stdout.index("{"):])
     assert est["knowdist"]["requests"] == 3000 and est["teacher_params"] == 70e9  # per_text 3, 70B teacher
-    bad = CliRunner().invoke(app, [*common, "teacher.accelerator_type=B200", "--cluster",
+    bad = CliRunner().invoke(app, [*common, "teacher.resources.accelerator_type=B200", "--cluster",
                                    str(repo / "cluster" / "gcp.yaml")])
     assert isinstance(bad.exception, ConfigError) and "B200" in str(bad.exception)
     half = CliRunner().invoke(app, [*common[:-2], "--json"])

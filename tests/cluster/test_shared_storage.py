@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from sentidistill.cli import app
 from sentidistill.config import load_config
 from sentidistill.data.locate import resolve_data_path
-from sentidistill.data.sentibench import load_split
 from sentidistill.errors import DataNotFoundError
 from sentidistill.tasks import load_registry
+from sentidistill.tasks.splits import load_split
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ def test_data_fetch_to_s3_and_every_split_read_there(bucket: str, tmp_path: Path
     monkeypatch.setenv("SENTIDISTILL_DATA", str(tmp_path))
     got = resolve_data_path("data://sentibench/sc/sst2/test.json", f"{bucket}/data")
     assert got == f"{bucket}/data/sentibench/sc/sst2/test.json"
-    cfg = load_config(None, ["train.student=x", f"data_dir={bucket}/data"])
+    cfg = load_config(None, ["train.model.student=x", f"data_dir={bucket}/data"])
     task = load_registry(cfg)["sst2"]
     rows = load_split(task, "train", cfg.data_dir)
     assert [r.text for r in rows] == ["a gripping film"]
@@ -87,7 +87,7 @@ def test_eval_fingerprints_remote_models_from_metadata(bucket: str, tiny_model: 
     ref = f"{bucket}/models/teacher"
     for f in tiny_model.iterdir():
         _put(f"{ref}/{f.name}", f.read_bytes())
-    cfg = load_config(None, ["train.student=x", f"cache_dir={tmp_path / 'cache'}", "eval.engine.kind=vllm"])
+    cfg = load_config(None, ["train.model.student=x", f"cache_dir={tmp_path / 'cache'}", "eval.engine.kind=vllm"])
     inputs, path = model_inputs(cfg, RunDir(str(tmp_path / "run")), ref)
     assert set(inputs) == {"model"} and path is not None and (path / "tokenizer.json").is_file()
     assert not list((tmp_path / "cache").rglob("*.safetensors"))
@@ -98,11 +98,12 @@ def test_teacher_is_scored_on_its_own_resources() -> None:
 
     cfg = load_config(REPO / "jobs/configs/gpu-cluster.yaml")
     engine = teacher_engine(cfg)
-    assert (engine.num_gpus, engine.tensor_parallel_size, engine.accelerator_type) == (8, 8, "H100")
-    assert (engine.kind, engine.batch_size, engine.dtype) == (cfg.eval.engine.kind, cfg.eval.engine.batch_size,
+    assert engine.vllm is not None and engine.vllm.tensor_parallel_size == 8
+    assert (engine.resources.num_gpus, engine.resources.accelerator_type) == (8, "H100")
+    assert (engine.kind, engine.resources.batch_size, engine.dtype) == (cfg.eval.engine.kind, cfg.eval.engine.resources.batch_size,
                                                               cfg.eval.engine.dtype)
     assert model_engine(engine, cfg.teacher.model).model == cfg.teacher.model
-    assert cfg.eval.engine.num_gpus == 1  # the students keep eval.engine's one-GPU slot
+    assert cfg.eval.engine.resources.num_gpus == 1  # the students keep eval.engine's one-GPU slot
 
 
 def _start(tmp_path: Path, env_file: str, extra: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -104,16 +104,16 @@ def _write_config(wd: Path, text: str, name: str = "cfg.yaml") -> Path:
 # ---- client-side job building (no cluster) -------------------------------------------------------
 
 def test_build_job_entrypoint_env_and_paths(tmp_path: Path) -> None:
-    _write_config(tmp_path / "wd" / "configs", "run_dir: runs/x\ntrain: {student: s}\n"
+    _write_config(tmp_path / "wd" / "configs", "run_dir: runs/x\ntrain: {model: {student: s}}\n"
                   "ray: {runtime_env: {env_vars: {A: 1}, excludes: [data/]}}\n")
     base = sub.load_runtime_env(RUNTIME_ENV)
-    spec, cfg = sub.build_job(tmp_path / "wd" / "configs" / "cfg.yaml", "train", ["train.lr=1e-4", "--", "x y"],
+    spec, cfg = sub.build_job(tmp_path / "wd" / "configs" / "cfg.yaml", "train", ["train.optimizer.lr=1e-4", "--", "x y"],
                               working_dir=tmp_path / "wd", runtime_env=base, command=CLI, local_cluster=True)
     words = shlex.split(spec.entrypoint)
     assert words[:5] == [sys.executable, "-m", "sentidistill", "train", "configs/cfg.yaml"]
     # the relative run_dir would land in the job's temporary copy: made absolute for a local cluster
-    assert words[5:] == ["train.lr=1e-4", "--", "x y", f"run_dir={(Path.cwd() / 'runs/x').resolve()}"]
-    assert cfg.train.lr == 1e-4
+    assert words[5:] == ["train.optimizer.lr=1e-4", "--", "x y", f"run_dir={(Path.cwd() / 'runs/x').resolve()}"]
+    assert cfg.train.optimizer.lr == 1e-4
     env = spec.runtime_env
     assert env["working_dir"] == str((tmp_path / "wd").resolve())
     assert env["env_vars"]["A"] == "1" and env["env_vars"]["RAY_OVERRIDE_JOB_RUNTIME_ENV"] == "1"
@@ -122,8 +122,8 @@ def test_build_job_entrypoint_env_and_paths(tmp_path: Path) -> None:
 
 
 def test_build_job_refusals(tmp_path: Path) -> None:
-    cfg = _write_config(tmp_path / "wd", "run_dir: runs/x\ntrain: {student: s}\n")
-    outside = _write_config(tmp_path / "elsewhere", "train: {student: s}\n")
+    cfg = _write_config(tmp_path / "wd", "run_dir: runs/x\ntrain: {model: {student: s}}\n")
+    outside = _write_config(tmp_path / "elsewhere", "train: {model: {student: s}}\n")
     kw = {"working_dir": tmp_path / "wd", "runtime_env": {}}
     with pytest.raises(ConfigError, match="outside the working dir"):
         sub.build_job(outside, "validate", [], **kw)
@@ -131,15 +131,15 @@ def test_build_job_refusals(tmp_path: Path) -> None:
         sub.build_job(cfg, "generate", [], **kw, local_cluster=False)
     with pytest.raises(ConfigError, match="--stage 'trian'"):
         sub.build_job(cfg, "trian", [], **kw)
-    with pytest.raises(ConfigError, match="train.lr"):
-        sub.build_job(cfg, "train", ["train.lr=fast"], **kw, local_cluster=True)
+    with pytest.raises(ConfigError, match="train.optimizer.lr"):
+        sub.build_job(cfg, "train", ["train.optimizer.lr=fast"], **kw, local_cluster=True)
 
 
 def test_storage_check_sees_existing_and_future_nodes() -> None:
     from sentidistill.config import PipelineConfig
 
-    gpu = PipelineConfig.model_validate({"run_dir": "/data/run", "train": {"student": "s"},
-                                         "teacher": {"num_gpus": 8, "accelerator_type": "H100"}})
+    gpu = PipelineConfig.model_validate({"run_dir": "/data/run", "train": {"model": {"student": "s"}},
+                                         "teacher": {"resources": {"num_gpus": 8, "accelerator_type": "H100"}}})
     head = {"CPU": 16.0}
     h100 = {"CPU": 192.0, "GPU": 8.0, "accelerator_type:H100": 1.0}
     sub.check_cluster_storage(gpu, "generate", [head, h100][1:], {})  # one node that hosts the teacher
@@ -174,7 +174,7 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path: Path, monkeypatch: pytes
     from sentidistill.cli import app
 
     monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "unset-after-test")  # the command sets it: undone after the test
-    cfg = _write_config(tmp_path, f"run_dir: {tmp_path / 'run'}\ntrain: {{student: s}}\n")
+    cfg = _write_config(tmp_path, f"run_dir: {tmp_path / 'run'}\ntrain: {{model: {{student: s}}}}\n")
     res = CliRunner().invoke(app, ["submit", str(cfg), "--stage", "validate", "--working-dir", str(tmp_path),
                                    "--runtime-env", str(RUNTIME_ENV), "--address", f"http://127.0.0.1:{_free_port()}"])
     assert isinstance(res.exception, ConfigError) and "cannot reach the Ray dashboard" in str(res.exception)
@@ -188,7 +188,7 @@ def test_is_loopback() -> None:
 # ---- real cluster ---------------------------------------------------------------------------------
 
 def test_submit_validate_succeeds_then_a_failing_job_exits_nonzero(ray_head: str, tmp_path: Path) -> None:
-    cfg = _write_config(tmp_path, f"run_dir: {tmp_path / 'run'}\ntrain: {{student: s}}\n")
+    cfg = _write_config(tmp_path, f"run_dir: {tmp_path / 'run'}\ntrain: {{model: {{student: s}}}}\n")
     ok = _submit(ray_head, tmp_path, str(cfg), "validate")
     assert ok.returncode == 0, ok.stderr + ok.stdout
     job_id = ok.stdout.splitlines()[0]
@@ -214,11 +214,11 @@ def test_failing_entrypoint_reports_failed(ray_head: str) -> None:
 
 
 def test_client_refuses_bad_config_and_unshared_storage(ray_head: str, tmp_path: Path) -> None:
-    cfg = _write_config(tmp_path, f"run_dir: {tmp_path / 'run'}\ntrain: {{student: s}}\n")
-    bad = _submit(ray_head, tmp_path, str(cfg), "train", "train.zero_stage=7")
-    assert bad.returncode == 2 and "train.zero_stage" in bad.stderr
+    cfg = _write_config(tmp_path, f"run_dir: {tmp_path / 'run'}\ntrain: {{model: {{student: s}}}}\n")
+    bad = _submit(ray_head, tmp_path, str(cfg), "train", "train.deepspeed.zero_stage=7")
+    assert bad.returncode == 2 and "train.deepspeed.zero_stage" in bad.stderr
     # this one-node CPU cluster would have to grow for an H100 teacher: a local run_dir is refused
-    gpu = _submit(ray_head, tmp_path, str(cfg), "generate", "teacher.num_gpus=8", "teacher.accelerator_type=H100")
+    gpu = _submit(ray_head, tmp_path, str(cfg), "generate", "teacher.resources.num_gpus=8", "teacher.resources.accelerator_type=H100")
     assert gpu.returncode == 2 and "autoscaler will add nodes" in gpu.stderr
 
 
@@ -238,10 +238,10 @@ def test_submit_generate_writes_artifacts(ray_head: str, tmp_path: Path, tiny_mo
     cfg = _write_config(tmp_path, f"""
 run_dir: {run_dir}
 ray: {{runtime_env: {{env_vars: {{SENTIDISTILL_JOB_MARK: "1"}}}}}}
-teacher: {{kind: hf, model: {tiny_model}, batch_size: 4, concurrency: 1, max_model_len: 512}}
+teacher: {{kind: hf, model: {tiny_model}, max_model_len: 512, resources: {{batch_size: 4, concurrency: 1}}}}
 corpus: {{sources: [{{path: corpus.jsonl}}]}}
-knowdist: {{perspectives: [overall], max_new_tokens: 8, temperature: 0}}
-train: {{student: {tiny_model}}}
+generate: {{perspectives: [overall], max_new_tokens: 8, temperature: 0}}
+train: {{model: {{student: {tiny_model}}}}}
 """)
     done = _submit(ray_head, tmp_path, str(cfg), "generate")
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]

@@ -97,7 +97,7 @@ def test_hf_engine_sees_one_bos(bos_model: Path, tok) -> None:
 def test_vllm_engine_sees_one_bos(bos_model: Path, tok) -> None:
     pytest.importorskip("vllm")
     engine = build_engine(EngineConfig(kind="vllm", model=str(bos_model), dtype="float32", max_model_len=512,
-                                       max_num_seqs=4, cpu_kvcache_gb=1))
+                                       vllm={"max_num_seqs": 4, "cpu_kvcache_gb": 1}))
     try:
         check_engine(engine, tok, bos_model)
     finally:

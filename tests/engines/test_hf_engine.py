@@ -15,7 +15,7 @@ from sentidistill.engines.prefix_cache import PrefixCache
 
 @pytest.fixture(scope="module")
 def engine(tiny_model: Path):
-    eng = build_engine(EngineConfig(kind="hf", model=str(tiny_model), batch_size=4))
+    eng = build_engine(EngineConfig(kind="hf", model=str(tiny_model), resources={"batch_size": 4}))
     yield eng
     eng.shutdown()
 
@@ -70,8 +70,9 @@ def test_prefix_cached_scores_equal_whole_prompt_scores(tiny_model: Path) -> Non
 
     batch = [*prompts("Classify the sentiment of the sentence as positive or negative, please."),
              "short one", *prompts("Decide whether the review expresses joy, anger or sadness about the service.")]
-    cached = build_engine(EngineConfig(kind="hf", model=str(tiny_model), batch_size=2))
-    plain = build_engine(EngineConfig(kind="hf", model=str(tiny_model), batch_size=2, prefix_cache_entries=0))
+    cached = build_engine(EngineConfig(kind="hf", model=str(tiny_model), resources={"batch_size": 2}))
+    plain = build_engine(EngineConfig(kind="hf", model=str(tiny_model), resources={"batch_size": 2},
+                                      hf={"prefix_cache_entries": 0}))
     want = plain.score_next_token(batch, ["positive", "negative"])
     for _ in range(2):  # first call registers the prefixes, the second reuses them
         got = cached.score_next_token(batch, ["positive", "negative"])

@@ -77,9 +77,10 @@ def server() -> Iterator[Scripted]:
 
 
 def engine_for(srv: Scripted, **kw: Any):
-    fields = dict(kind="openai", model="m", base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1",
-                  retry_backoff_s=0.01, max_retries=3, timeout_s=5, max_concurrent_requests=4)
-    return build_engine(EngineConfig(**{**fields, **kw}))
+    openai = dict(base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", retry_backoff_s=0.01, max_retries=3,
+                  timeout_s=5, max_concurrent_requests=4)
+    resources = {"batch_size": kw.pop("batch_size")} if "batch_size" in kw else {}
+    return build_engine(EngineConfig(kind="openai", model="m", openai={**openai, **kw}, resources=resources))
 
 
 def test_429_twice_then_ok_honours_retry_after(server: Scripted) -> None:

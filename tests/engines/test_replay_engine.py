@@ -11,7 +11,8 @@ import pytest
 
 from sentidistill.config import EngineConfig, ReplayConfig
 from sentidistill.engines import GenerationRequest, build_engine
-from sentidistill.engines.replay import iter_replay_rows, read_replay_table, text_id
+from sentidistill.data.corpus import text_hash
+from sentidistill.engines.replay import iter_replay_rows, read_replay_table
 from sentidistill.errors import ConfigError, DataNotFoundError
 
 YELP = "teacher-samples/yelp_mixtral_rewrite_500.jsonl"
@@ -77,14 +78,29 @@ def test_glob_parquet_and_hashed_ids(tmp_path: Path) -> None:
     cfg = ReplayConfig(path=str(tmp_path / "part-*.parquet"))
     rows = list(iter_replay_rows(cfg))
     assert [r["response"] for r in rows] == ["answer 0", "answer 1"]
-    assert rows[1]["source_id"] == text_id("text  1 ") and rows[1]["meta"] is None
+    assert rows[1]["source_id"] == text_hash("text  1 ") and rows[1]["meta"] is None
     engine = build_engine(EngineConfig(kind="replay", replay=cfg))
-    assert engine.generate([GenerationRequest(prompt="p", source_id=text_id("text 1"))])[0].text == "answer 1"
+    assert engine.generate([GenerationRequest(prompt="p", source_id=text_hash("text 1"))])[0].text == "answer 1"
 
 
 def test_bad_inputs_name_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(DataNotFoundError, match="names no"):
+    with pytest.raises(DataNotFoundError, match="teacher.replay.path: .* matches no file"):
         list(iter_replay_rows(ReplayConfig(path=str(tmp_path / "missing.jsonl"))))
     (tmp_path / "a.jsonl").write_text('{"text": "t", "answer": "r"}\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"replay.response_column='response'.*\['answer', 'text'\]"):
         list(iter_replay_rows(ReplayConfig(path=str(tmp_path / "a.jsonl"))))
+
+
+def test_replay_ids_follow_the_corpus_rule(tmp_path: Path) -> None:
+    """The engine reads its file through the corpus reader: the rows and ids the generate stage keeps."""
+    lines = ['{"id": " 7 ", "text": "seven", "response": "r7"}', "{not json",
+             '{"id": null, "text": "no id", "response": "r?"}', '{"id": 8, "text": "  ", "response": "blank"}',
+             '{"id": 9, "text": "nine", "response": "r9"}']
+    (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = ReplayConfig(path=str(tmp_path / "t.jsonl"), id_column="id")
+    rows = list(iter_replay_rows(cfg))
+    assert [(r["source_id"], r["response"]) for r in rows] == [("7", "r7"), ("9", "r9")]
+    engine = build_engine(EngineConfig(kind="replay", replay=cfg))
+    out = engine.generate([GenerationRequest(prompt="p", source_id="7"),
+                           GenerationRequest(prompt="p", source_text="no id")])
+    assert out[0].text == "r7" and out[1].finish_reason == "error"

@@ -21,8 +21,8 @@ LABELS = [" negative", " positive", " neutral"]
 
 
 def engine_cfg(kind: str, model: Path) -> EngineConfig:
-    return EngineConfig(kind=kind, model=str(model), dtype="float32", max_model_len=512, max_num_seqs=8,
-                        batch_size=4, cpu_kvcache_gb=1)
+    return EngineConfig(kind=kind, model=str(model), dtype="float32", max_model_len=512, resources={"batch_size": 4},
+                        **({"vllm": {"max_num_seqs": 8, "cpu_kvcache_gb": 1}} if kind == "vllm" else {}))
 
 
 @pytest.fixture(scope="module")

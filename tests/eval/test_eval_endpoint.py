@@ -41,9 +41,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def served(ray_local, tiny_model: Path, shared_data: Path):
     cfg = load_config(None, [
-        f"data_dir={shared_data}", "train.student=unused", f"serve.port={free_port()}", "serve.tasks=[sst2]",
+        f"data_dir={shared_data}", "train.model.student=unused", f"serve.port={free_port()}", "serve.tasks=[sst2]",
         "serve.app_name=eval-endpoint-test", "serve.engine.name=tiny-student", "serve.engine.dtype=float32",
-        "serve.engine.max_model_len=1024", "serve.engine.batch_size=8", f"serve.max_texts={MAX_TEXTS}",
+        "serve.engine.max_model_len=1024", "serve.engine.resources.batch_size=8", f"serve.max_texts={MAX_TEXTS}",
         f"serve.api_key_env={KEY_ENV}",
     ])
     endpoint = launch.start(cfg, str(tiny_model))
@@ -60,14 +60,14 @@ def test_served_model_scores_like_the_same_weights_in_process(served: launch.End
                                                               shared_data: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     config = tmp_path / "cfg.yaml"
-    config.write_text(f"run_dir: {run_dir}\ndata_dir: {shared_data}\ntrain: {{student: unused}}\n{SERVE_YAML}"
-                      "eval: {max_new_tokens: 8, engine: {max_model_len: 1024, dtype: float32, max_retries: 0, "
-                      "batch_size: 16}}\n")
+    config.write_text(f"run_dir: {run_dir}\ndata_dir: {shared_data}\ntrain: {{model: {{student: unused}}}}\n{SERVE_YAML}"
+                      "eval: {max_new_tokens: 8, engine: {max_model_len: 1024, dtype: float32, "
+                      "resources: {batch_size: 16}}}\n")
     result = CliRunner().invoke(app, ["eval", str(config), "--endpoint", served.base_url, "--model", served.served_name,
                                       "--tasks", ",".join(TASKS), "--limit", str(LIMIT), "--seeds", "42"])
     assert result.exit_code == 0, result.output
     local_cfg = PipelineConfig.model_validate({
-        "run_dir": str(run_dir), "data_dir": str(shared_data), "train": {"student": "unused"},
+        "run_dir": str(run_dir), "data_dir": str(shared_data), "train": {"model": {"student": "unused"}},
         "eval": {"tasks": TASKS, "limit": LIMIT, "seeds": [42], "max_new_tokens": 8,
                  "engine": {"kind": "hf", "dtype": "float32", "max_model_len": 1024}}})
     run(local_cfg, {"in-process": str(tiny_model)})
@@ -94,9 +94,9 @@ def test_an_endpoint_error_fails_only_its_parts_with_a_clear_message(served: lau
     run_dir = tmp_path / "run"
     config = tmp_path / "cfg.yaml"
     config.write_text(
-        f"run_dir: {run_dir}\ndata_dir: {shared_data}\ntrain: {{student: unused}}\n{SERVE_YAML}"
-        f"eval: {{max_new_tokens: 8, engine: {{kind: openai, base_url: '{served.base_url}', api_key_env: {KEY_ENV}, "
-        "max_model_len: 1024, max_retries: 0, batch_size: 16}}\n")
+        f"run_dir: {run_dir}\ndata_dir: {shared_data}\ntrain: {{model: {{student: unused}}}}\n{SERVE_YAML}"
+        f"eval: {{max_new_tokens: 8, engine: {{kind: openai, openai: {{base_url: '{served.base_url}', "
+        f"api_key_env: {KEY_ENV}, max_retries: 0}}, max_model_len: 1024, resources: {{batch_size: 16}}}}}}\n")
     result = CliRunner().invoke(app, ["eval", str(config), "--model", served.served_name, "--tasks", ",".join(TASKS),
                                       "--limit", str(LIMIT), "--seeds", "42"])
     assert result.exit_code == 0, result.output  # the job ran to its end

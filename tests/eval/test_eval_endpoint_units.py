@@ -17,23 +17,25 @@ from sentidistill.stages.evaluate import served_engine
 from sentidistill.tasks import load_registry
 
 GPU_CONFIG = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "gpu-cluster.yaml"
-ENDPOINT = ["eval.engine.kind=openai", "eval.engine.base_url=http://127.0.0.1:8000/v1"]
+ENDPOINT = ["eval.engine.kind=openai", "eval.engine.openai.base_url=http://127.0.0.1:8000/v1"]
 
 
 def test_endpoint_engine_respects_the_score_cap_and_sends_the_serve_key() -> None:
-    cfg = load_config(GPU_CONFIG, ENDPOINT)  # eval.engine.batch_size: 128, serve.api_key_env set
+    cfg = load_config(GPU_CONFIG, ENDPOINT)  # eval.engine.resources.batch_size: 128, serve.api_key_env set
     engine = served_engine(cfg)
-    assert cfg.eval.engine.batch_size == 128 > cfg.serve.max_texts
-    assert engine.batch_size == cfg.serve.max_texts and engine.api_key_env == cfg.serve.api_key_env
-    assert engine.kind == "openai" and engine.base_url == "http://127.0.0.1:8000/v1"
-    small = served_engine(load_config(GPU_CONFIG, [*ENDPOINT, "eval.engine.batch_size=8", "serve.max_texts=32",
-                                                   "eval.engine.api_key_env=OTHER_KEY"]))
-    assert small.batch_size == 8 and small.api_key_env == "OTHER_KEY"  # an explicit eval key variable wins
+    assert cfg.eval.engine.resources.batch_size == 128 > cfg.serve.max_texts
+    assert engine.openai is not None and engine.openai.api_key_env == cfg.serve.api_key_env
+    assert engine.resources.batch_size == cfg.serve.max_texts
+    assert engine.kind == "openai" and engine.openai.base_url == "http://127.0.0.1:8000/v1"
+    small = served_engine(load_config(GPU_CONFIG, [*ENDPOINT, "eval.engine.resources.batch_size=8", "serve.max_texts=32",
+                                                   "eval.engine.openai.api_key_env=OTHER_KEY"]))
+    assert small.openai is not None and small.openai.api_key_env == "OTHER_KEY"  # an explicit eval key variable wins
+    assert small.resources.batch_size == 8
 
 
 def test_http_client_actors_reserve_no_gpu() -> None:
     cfg = load_config(GPU_CONFIG, ENDPOINT)
-    assert cfg.eval.engine.num_gpus == 1 and cfg.eval.engine.accelerator_type == "H100"
+    assert cfg.eval.engine.resources.num_gpus == 1 and cfg.eval.engine.resources.accelerator_type == "H100"
     kwargs = map_batches_kwargs(served_engine(cfg))
     assert kwargs["num_gpus"] == 0 and "accelerator_type" not in kwargs
     local = map_batches_kwargs(load_config(GPU_CONFIG).eval.engine)  # the local vllm engine keeps its GPU
@@ -56,8 +58,8 @@ def test_an_endpoint_error_fails_only_its_items_with_a_clear_message(shared_data
         task = registry.get(name)
         inputs = TaskInputs(task, registry.load_split(name, "train"), registry.load_split(name, "test", 2))
         rows += part_items(Part(task, 42, "k"), inputs, proto)
-    udf = EvalUDF(EngineConfig(kind="openai", model="student", base_url=f"http://127.0.0.1:{closed_port()}/v1",
-                               max_retries=0, timeout_s=5))
+    udf = EvalUDF(EngineConfig(kind="openai", model="student", openai={
+        "base_url": f"http://127.0.0.1:{closed_port()}/v1", "max_retries": 0, "timeout_s": 5}))
     try:
         out = udf({col: [r[col] for r in rows] for col in rows[0]})  # no exception: the job goes on
     finally:

@@ -18,16 +18,17 @@ from sentidistill.stages.evaluate import run
 from sentidistill.evaluation.scoring import stored_prediction
 from sentidistill.tasks import load_registry
 from sentidistill.tasks.reference import scorer
+from user_tasks import REVIEWS_YAML, write_reviews_task
 
 TASKS_12 = ["imdb", "yelp2", "sst2", "twitter17", "irony18", "emotion20", "pstance", "intimacy", "atsa_rest16",
             "acsa_rest16", "asqp_rest16", "ssa_opener"]
 
 
-def make_cfg(run_dir: Path, data_dir: Path, **eval_over: Any) -> PipelineConfig:
+def make_cfg(tiny: Any, run_dir: Path, data_dir: Path, **eval_over: Any) -> PipelineConfig:
+    """jobs/configs/tiny.yaml (`tiny`: a TinyConfig) with this eval section: the 12 SentiBench tasks, 2 items."""
     ev = {"seeds": [42], "limit": 2, "max_new_tokens": 12,
-          "engine": {"kind": "hf", "batch_size": 4, "max_model_len": 1024}, **eval_over}
-    return PipelineConfig.model_validate({"run_dir": str(run_dir), "data_dir": str(data_dir),
-                                          "train": {"student": "unused"}, "eval": ev})
+          "engine": {"kind": "hf", "resources": {"batch_size": 4}, "max_model_len": 1024}, **eval_over}
+    return tiny.load(f"run_dir={run_dir}", f"data_dir={data_dir}", replace={"eval": ev})
 
 
 def read_predictions(run_dir: Path, slug: str) -> list[dict[str, Any]]:
@@ -36,10 +37,11 @@ def read_predictions(run_dir: Path, slug: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, shared_data: Path, ray_local):
-    run_dir = tmp_path_factory.mktemp("eval") / "run"
-    cfg = make_cfg(run_dir, shared_data)
-    return cfg, run(cfg, {"tiny": str(tiny_model)})[0]
+def full_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_configs, shared_data: Path,
+             ray_local):
+    root = tmp_path_factory.mktemp("eval")
+    cfg = make_cfg(tiny_configs(root), root / "run", shared_data)
+    return cfg, run(cfg, {"tiny": str(tiny_model)}).parts[0]
 
 
 def test_twelve_tasks_files_and_metrics_agree_with_predictions(full_run) -> None:
@@ -100,7 +102,7 @@ def test_twelve_tasks_files_and_metrics_agree_with_predictions(full_run) -> None
 
 def test_second_run_is_a_no_op_and_a_deleted_part_alone_reruns(full_run, tiny_model: Path) -> None:
     cfg, first = full_run
-    again = run(cfg, {"tiny": str(tiny_model)})[0]
+    again = run(cfg, {"tiny": str(tiny_model)}).parts[0]
     assert again.finished_at == first.finished_at  # skipped: the manifest was not rewritten
 
     rd = RunDir(cfg.run_dir)
@@ -109,7 +111,7 @@ def test_second_run_is_a_no_op_and_a_deleted_part_alone_reruns(full_run, tiny_mo
     gone = next(p for p in parts if p.startswith("sst2/"))
     before = (Path(cfg.run_dir) / "eval" / "tiny" / "metrics.json").read_text()
     rd.delete(f"eval/tiny/parts/{gone}")
-    third = run(cfg, {"tiny": str(tiny_model)})[0]
+    third = run(cfg, {"tiny": str(tiny_model)}).parts[0]
     assert third.counts["parts_scored_this_run"] == 1 and third.counts["items_scored_this_run"] == 2
     after = {p: (Path(cfg.run_dir) / "eval" / "tiny" / "parts" / p).stat().st_mtime_ns for p in parts}
     assert [p for p in parts if after[p] != parts[p]] == [gone]
@@ -118,40 +120,13 @@ def test_second_run_is_a_no_op_and_a_deleted_part_alone_reruns(full_run, tiny_mo
         json.loads(before)["tasks"]
 
 
-REVIEWS_YAML = """\
-name: my_reviews
-category: product
-kind: classify
-data: {train: reviews.jsonl, test: reviews.jsonl, format: jsonl}
-fields: {text: text, label: label}
-gold_builder: label
-labels: [bad, good]
-label_map: {"0": bad, "1": good}
-parser: first_token_label
-metric: macro_f1
-instruction: |-
-  Is this product review good or bad? Answer with one label from ['bad', 'good'].
-layout: {input_name: "Review:", output_name: "Verdict:", k: 2}
-"""
-
-
-def write_task(folder: Path, yaml_text: str, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"text": f"Review {i}: {'works great, love it' if i % 2 else 'broke after a day'}", "label": i % 2}
-            for i in range(20)]
-    (folder / "reviews.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml_text)
-    return path
-
-
 def test_custom_yaml_task_end_to_end_through_the_cli(tmp_path: Path, tiny_model: Path, shared_data: Path,
                                                      ray_local) -> None:
-    task_file = write_task(tmp_path / "tasks", REVIEWS_YAML, "reviews")
+    task_file = write_reviews_task(tmp_path / "tasks")
     config = tmp_path / "cfg.yaml"
-    config.write_text(f"run_dir: {tmp_path / 'run'}\ntrain: {{student: unused}}\n"
+    config.write_text(f"run_dir: {tmp_path / 'run'}\ntrain: {{model: {{student: unused}}}}\n"
                       f"tasks: {{extra_files: [{task_file}]}}\n"
-                      "eval: {engine: {kind: hf, batch_size: 8, max_model_len: 512}}\n")
+                      "eval: {engine: {kind: hf, max_model_len: 512, resources: {batch_size: 8}}}\n")
     result = CliRunner().invoke(app, ["eval", str(config), "--model", f"mine={tiny_model}", "--tasks", "my_reviews",
                                       "--seeds", "1,2"])
     assert result.exit_code == 0, result.output
@@ -168,16 +143,15 @@ def test_custom_yaml_task_end_to_end_through_the_cli(tmp_path: Path, tiny_model:
     assert "my_reviews" in result.output and "SentiBench" in result.output
 
 
-def test_labels_sharing_a_first_token_fail_before_any_scoring(tmp_path: Path, tiny_model: Path,
+def test_labels_sharing_a_first_token_fail_before_any_scoring(tiny_config, tmp_path: Path, tiny_model: Path,
                                                                ray_local) -> None:
     clash = (REVIEWS_YAML.replace("name: my_reviews", "name: unsure")
              .replace("[bad, good]", "[not intimate, not sure]")
              .replace('{"0": bad, "1": good}', '{"0": not intimate, "1": not sure}')
              .replace("['bad', 'good']", "['not intimate', 'not sure']"))
-    task_file = write_task(tmp_path / "tasks", clash, "unsure")
-    cfg = PipelineConfig.model_validate({
-        "run_dir": str(tmp_path / "run"), "train": {"student": "unused"},
-        "tasks": {"extra_files": [str(task_file)]}, "eval": {"tasks": ["unsure"], "seeds": [1]}})
+    task_file = write_reviews_task(tmp_path / "tasks", clash, "unsure")
+    cfg = tiny_config.load(replace={"tasks": {"extra_files": [str(task_file)]},
+                                    "eval": {"tasks": ["unsure"], "seeds": [1]}})
     with pytest.raises(ConfigError) as e:
         run(cfg, [str(tiny_model)])
     msg = str(e.value)

@@ -15,9 +15,9 @@ from sentidistill.stages.evaluate import run
 pytestmark = pytest.mark.slow
 
 
-def cfg_for(run_dir: Path, data_dir: Path, tasks: list[str], limit: int, engine: dict[str, Any]) -> PipelineConfig:
-    return PipelineConfig.model_validate({
-        "run_dir": str(run_dir), "data_dir": str(data_dir), "train": {"student": "unused"},
+def cfg_for(tiny: Any, data_dir: Path, tasks: list[str], limit: int, engine: dict[str, Any]) -> PipelineConfig:
+    """jobs/configs/tiny.yaml (`tiny`: the `tiny_config` fixture) with this eval section, run_dir = tmp_path."""
+    return tiny.load(f"run_dir={tiny.root}", f"data_dir={data_dir}", replace={
         "eval": {"tasks": tasks, "limit": limit, "seeds": [42], "max_new_tokens": 16, "engine": engine}})
 
 
@@ -26,14 +26,15 @@ def predictions(run_dir: Path, slug: str) -> dict[tuple[str, int], dict[str, Any
     return {(r["task"], r["idx"]): r for r in rows}
 
 
-def test_vllm_engine_predictions_match_hf(tmp_path: Path, tiny_model: Path, shared_data: Path, ray_local) -> None:
+def test_vllm_engine_predictions_match_hf(tiny_config, tmp_path: Path, tiny_model: Path, shared_data: Path,
+                                          ray_local) -> None:
     pytest.importorskip("vllm")
     tasks = ["sst2", "intimacy", "acsa_rest16"]
-    common = {"dtype": "float32", "max_model_len": 1024, "batch_size": 4}
-    run(cfg_for(tmp_path, shared_data, tasks, 2, {"kind": "hf", **common}), {"hf": str(tiny_model)})
-    vllm_cfg = cfg_for(tmp_path, shared_data, tasks, 2, {"kind": "vllm", "max_num_seqs": 4, "cpu_kvcache_gb": 1,
-                                                         **common})
-    manifest = run(vllm_cfg, {"vllm": str(tiny_model)})[0]
+    common = {"dtype": "float32", "max_model_len": 1024, "resources": {"batch_size": 4}}
+    run(cfg_for(tiny_config, shared_data, tasks, 2, {"kind": "hf", **common}), {"hf": str(tiny_model)})
+    vllm_cfg = cfg_for(tiny_config, shared_data, tasks, 2, {"kind": "vllm", **common,
+                                                         "vllm": {"max_num_seqs": 4, "cpu_kvcache_gb": 1}})
+    manifest = run(vllm_cfg, {"vllm": str(tiny_model)}).parts[0]
     assert manifest.counts["missing_parts"] == 0
     ours, ref = predictions(tmp_path, "vllm"), predictions(tmp_path, "hf")
     assert ours.keys() == ref.keys() and len(ours) == 6
@@ -47,10 +48,10 @@ def test_vllm_engine_predictions_match_hf(tmp_path: Path, tiny_model: Path, shar
     assert json.loads((tmp_path / "eval" / "vllm" / "metrics.json").read_text())["engine"] == "vllm"
 
 
-def test_smollm2_on_three_tasks(tmp_path: Path, smollm2: Path, shared_data: Path, ray_local) -> None:
-    cfg = cfg_for(tmp_path, shared_data, ["sst2", "twitter17", "atsa_rest16"], 8,
-                  {"kind": "hf", "max_model_len": 2048, "batch_size": 4})
-    manifest = run(cfg, {"smollm2": str(smollm2)})[0]
+def test_smollm2_on_three_tasks(tiny_config, tmp_path: Path, smollm2: Path, shared_data: Path, ray_local) -> None:
+    cfg = cfg_for(tiny_config, shared_data, ["sst2", "twitter17", "atsa_rest16"], 8,
+                  {"kind": "hf", "max_model_len": 2048, "resources": {"batch_size": 4}})
+    manifest = run(cfg, {"smollm2": str(smollm2)}).parts[0]
     m = json.loads((tmp_path / "eval" / "smollm2" / "metrics.json").read_text())
     assert manifest.counts["missing_parts"] == 0 and m["prompts_too_long"] == {"sst2": 0, "twitter17": 0,
                                                                                 "atsa_rest16": 0}

@@ -102,7 +102,7 @@ def test_part_key_tracks_what_changes_predictions(registry: TaskRegistry) -> Non
 # -- scoring ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def udf(tiny_model: Path):
-    u = EvalUDF(EngineConfig(kind="hf", model=str(tiny_model), batch_size=4, max_model_len=1024))
+    u = EvalUDF(EngineConfig(kind="hf", model=str(tiny_model), resources={"batch_size": 4}, max_model_len=1024))
     yield u
     u.close()
 
@@ -231,14 +231,14 @@ def test_comparison_rows_markdown_chart_and_rich_table(tmp_path: Path, registry:
 
 # -- errors -------------------------------------------------------------------------------------
 def test_config_and_cli_errors_name_the_field(tmp_path: Path) -> None:
-    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "train": {"student": "x"}})
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "train": {"model": {"student": "x"}}})
     with pytest.raises(ConfigError, match="no model to score"):
         run(cfg)
     cfg.eval.tasks = ["imbd"]
     with pytest.raises(ConfigError, match="eval.tasks: Unknown task 'imbd'. Did you mean 'imdb'"):
         run(cfg, ["some/model"])
     config = tmp_path / "c.yaml"
-    config.write_text("train: {student: x}\n")
+    config.write_text("train: {model: {student: x}}\n")
     with pytest.raises(ConfigError, match="eval.seeds lists \\[42\\] more than once"):
         load_config(config, ["eval.seeds=[42,42]"])
     result = CliRunner().invoke(app, ["eval", str(config), "--endpoint", "http://127.0.0.1:9/v1"])

@@ -71,7 +71,7 @@ def test_processors_match_transformers_own(tiny_model: Path) -> None:
 
 
 def test_hf_reference_scores_are_generate_scores0(penalized: Path, tiny_model: Path) -> None:
-    udf = EvalUDF(EngineConfig(kind="hf", model=str(penalized), dtype="float32", batch_size=4))
+    udf = EvalUDF(EngineConfig(kind="hf", model=str(penalized), dtype="float32", resources={"batch_size": 4}))
     try:
         assert udf.engine.max_model_len == context_length(penalized) == 4096  # default: the model's own context
         assert json.loads(udf.processor_note) == {"applied": {"repetition_penalty": PENALTY}, "not_applied": []}
@@ -91,7 +91,7 @@ def test_hf_reference_scores_are_generate_scores0(penalized: Path, tiny_model: P
         assert json.loads(out["logit_processors"][0])["applied"] == {"repetition_penalty": PENALTY}
     finally:
         udf.close()
-    plain = EvalUDF(EngineConfig(kind="hf", model=str(tiny_model), dtype="float32", batch_size=4))
+    plain = EvalUDF(EngineConfig(kind="hf", model=str(tiny_model), dtype="float32", resources={"batch_size": 4}))
     try:
         out = plain(rows(PROMPTS[:1], "classify"))
         assert out["processed_scores"] == [None] and json.loads(out["logit_processors"][0])["applied"] == {}
@@ -101,7 +101,7 @@ def test_hf_reference_scores_are_generate_scores0(penalized: Path, tiny_model: P
 
 def test_vllm_and_hf_agree_with_the_models_generation_config(penalized: Path, tiny_model: Path) -> None:
     pytest.importorskip("vllm")
-    common = {"model": str(penalized), "dtype": "float32", "batch_size": 4, "max_num_seqs": 8, "cpu_kvcache_gb": 1}
+    common = {"model": str(penalized), "dtype": "float32", "resources": {"batch_size": 4}}
     hf = EvalUDF(EngineConfig(kind="hf", **common))
     try:
         hf_cls, hf_gen = hf(rows(PROMPTS, "classify")), hf(rows(PROMPTS, "extract"))
@@ -111,7 +111,7 @@ def test_vllm_and_hf_agree_with_the_models_generation_config(penalized: Path, ti
     finally:
         hf.close()
     assert unpenalized != hf_gen["output"]  # the penalty changes greedy text on this model: the check can fail
-    vl = EvalUDF(EngineConfig(kind="vllm", **common))
+    vl = EvalUDF(EngineConfig(kind="vllm", **common, vllm={"max_num_seqs": 8, "cpu_kvcache_gb": 1}))
     try:
         assert vl.engine.max_model_len == 4096
         assert json.loads(vl.processor_note)["applied"] == {"repetition_penalty": PENALTY}

@@ -61,8 +61,8 @@ def test_part_result_writes_both_modes_and_counts_too_long(registry: TaskRegistr
 
 def test_eval_scoring_config_and_default_context(tiny_model: Path) -> None:
     with pytest.raises(ConfigError, match="eval.scoring"):
-        load_config(None, ["train.student=x", "eval.scoring=strict"])
-    assert load_config(None, ["train.student=x"]).eval.engine.max_model_len is None
+        load_config(None, ["train.model.student=x", "eval.scoring=strict"])
+    assert load_config(None, ["train.model.student=x"]).eval.engine.max_model_len is None
     assert model_context(EngineConfig(kind="hf"), tiny_model) == 4096  # the model's own context
     assert model_context(EngineConfig(kind="hf", max_model_len=512), tiny_model) == 512
-    assert model_context(EngineConfig(kind="openai", base_url="http://h/v1"), None) is None
+    assert model_context(EngineConfig(kind="openai", openai={"base_url": "http://h/v1"}), None) is None

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sentidistill.config import PipelineConfig, apply_overrides
+from sentidistill.config import PipelineConfig
 
 MINI_YAML = """\
 name: mini
@@ -82,14 +82,11 @@ def write_tasks(folder: Path, mini_train: list[dict[str, Any]] | None = None) ->
 
 
 
-def icl_config(run_dir: Path, tasks_dir: Path, shared_data: Path, *overrides: str,
+def icl_config(tiny: Any, run_dir: Path, tasks_dir: Path, shared_data: Path, *overrides: str,
                teacher: dict[str, Any] | None = None) -> PipelineConfig:
-    """A config building the two user tasks (SentiBench data from the shared folder)."""
-    data: dict[str, Any] = {
-        "run_dir": str(run_dir), "data_dir": str(shared_data), "train": {"student": "unused"},
-        "tasks": {"extra_files": [str(tasks_dir)]},
-        "teacher": teacher or {"kind": "hf", "model": str(run_dir / "no-such-model")},
-        "icldist": {"tasks": ["mini", "mini_absa"], "examples_per_task": 6, "k_max": 2, "target": "gold",
-                    "rows_per_part": 4},
-    }
-    return PipelineConfig.model_validate(apply_overrides(data, list(overrides)))
+    """jobs/configs/tiny.yaml (`tiny`: the `tiny_config` fixture) building the two user tasks (SentiBench data
+    from the shared folder); the teacher is a model that does not exist unless one is given."""
+    return tiny.load(f"run_dir={run_dir}", f"data_dir={shared_data}", *overrides,
+                     teacher=teacher or {"model": str(run_dir / "no-such-model")},
+                     tasks={"extra_files": [str(tasks_dir)]},
+                     icl={"tasks": ["mini", "mini_absa"], "examples_per_task": 6, "rows_per_part": 4})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sentidistill.config import ICLDistConfig, PipelineConfig
+from sentidistill.config import ICLConfig, PipelineConfig
 from sentidistill.errors import ConfigError, StageInputError
 from sentidistill.icl import builder
 from sentidistill.icl.leakage import LeakageGuard
@@ -20,11 +20,11 @@ from icl_helpers import write_jsonl
 
 @pytest.fixture(scope="module")
 def registry(user_tasks: Path) -> TaskRegistry:
-    return load_registry(PipelineConfig(train={"student": "x"}, tasks={"extra_files": [str(user_tasks)]}))
+    return load_registry(PipelineConfig(train={"model": {"student": "x"}}, tasks={"extra_files": [str(user_tasks)]}))
 
 
 def items_for(registry: TaskRegistry, name: str, n: int, **icl: object) -> list[builder.Item]:
-    cfg = ICLDistConfig.model_validate(icl)
+    cfg = ICLConfig.model_validate(icl)
     no_tests = LeakageGuard([], min_words=8)
     pool = builder.build_pool(registry.get(name), registry.load_split(name, "train"), no_tests, True)
     return builder.task_items(pool, n, cfg)
@@ -80,7 +80,7 @@ def test_switches_off_give_the_benchmark_layout(registry: TaskRegistry) -> None:
 
 
 def test_adding_a_task_keeps_other_tasks_prompts(registry: TaskRegistry, tmp_path: Path) -> None:
-    cfg = ICLDistConfig(examples_per_task=5, seed=7)
+    cfg = ICLConfig(examples_per_task=5, seed=7)
     guard = LeakageGuard([], min_words=8)
 
     def build(names: list[str]) -> dict[str, list[str]]:
@@ -100,7 +100,7 @@ def test_pool_drops_duplicates_and_test_sentences_and_caps_k(registry: TaskRegis
     guard = LeakageGuard([Example("x/test/0", "the cake was a crime against baking", "negative")], min_words=3)
     pool = builder.build_pool(task, rows, guard, drop_test_overlap=True)
     assert pool.counts == {"train_rows": 4, "dropped_test_overlap": 1, "duplicates": 1, "pool": 2}
-    items = builder.task_items(pool, 10, ICLDistConfig(k_max=4, diversify={"vary_k": 0}))
+    items = builder.task_items(pool, 10, ICLConfig(k_max=4, diversify={"vary_k": 0}))
     assert len(items) == 2 and all(i.variant.k == 1 for i in items)  # k capped at pool - 1, one query per row
     kept = builder.build_pool(task, rows, guard, drop_test_overlap=False)
     assert kept.counts["dropped_test_overlap"] == 0 and kept.counts["pool"] == 3
@@ -109,15 +109,15 @@ def test_pool_drops_duplicates_and_test_sentences_and_caps_k(registry: TaskRegis
 
 
 def test_holdout_and_task_mix(registry: TaskRegistry) -> None:
-    icl = ICLDistConfig(holdout_tasks=["imdb", "pstance"], task_weights={"sst2": 0.5, "yelp2": 0})
+    icl = ICLConfig(holdout_tasks=["imdb", "pstance"], task_weights={"sst2": 0.5, "yelp2": 0})
     names = [t.name for t in builder.select_tasks(icl, registry)]
     assert len(names) == 10 and "imdb" not in names and "pstance" not in names and "mini" not in names
     counts = builder.task_counts(builder.select_tasks(icl, registry), icl.model_copy(update={"examples_per_task": 10}))
     assert counts["sst2"] == 5 and counts["yelp2"] == 0 and counts["twitter17"] == 10
-    with pytest.raises(ConfigError, match=r"icldist.holdout_tasks: Unknown task 'imbd'.*Did you mean 'imdb'"):
-        builder.select_tasks(ICLDistConfig(holdout_tasks=["imbd"]), registry)
+    with pytest.raises(ConfigError, match=r"icl.holdout_tasks: Unknown task 'imbd'.*Did you mean 'imdb'"):
+        builder.select_tasks(ICLConfig(holdout_tasks=["imbd"]), registry)
     with pytest.raises(ConfigError, match="no task left"):
-        builder.select_tasks(ICLDistConfig(tasks=["mini"], holdout_tasks=["mini"]), registry)
+        builder.select_tasks(ICLConfig(tasks=["mini"], holdout_tasks=["mini"]), registry)
 
 
 def test_general_data_rows_prompts_and_share(tmp_path: Path) -> None:
@@ -138,5 +138,5 @@ def test_general_data_rows_prompts_and_share(tmp_path: Path) -> None:
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "x", "output": "y"}, {"instruction": "no answer"}])
     with pytest.raises(StageInputError, match=r"bad.jsonl: line 2: missing or empty \['output'\]"):
         builder.read_general([str(bad)], None, None)
-    with pytest.raises(StageInputError, match=r"icldist.general_data\[0\]: file .*nope.jsonl' not found"):
+    with pytest.raises(StageInputError, match=r"icl.general_data\[0\]: file .*nope.jsonl' not found"):
         builder.read_general([str(tmp_path / "nope.jsonl")], None, None)

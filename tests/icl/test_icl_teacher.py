@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from icl_helpers import icl_config, write_jsonl
 
+from sentidistill.generation.outputs import ROW_SCHEMA
 from sentidistill.rundir import RunDir
 from sentidistill.stages.icl import run
-from sentidistill.stages.outputs import ROW_SCHEMA
 
 QC = {"kept", "empty", "truncated", "refused", "repetitive", "unparseable", "test_leak", "disagrees_with_gold"}
 
@@ -22,14 +22,14 @@ def all_rows(run_dir: Path) -> list[dict]:
             for r in pq.read_table(run_dir / "icldist" / sub, schema=ROW_SCHEMA).to_pylist()]
 
 
-def test_teacher_agree_gold_build_and_resume(tmp_path: Path, user_tasks: Path, shared_data: Path,
+def test_teacher_agree_gold_build_and_resume(tiny_config, tmp_path: Path, user_tasks: Path, shared_data: Path,
                                              tiny_model: Path, ray_local) -> None:
     general = write_jsonl(tmp_path / "general.jsonl", [
         {"instruction": "Name a fruit.", "output": "Apple"}, {"instruction": "Name a colour.", "output": "Blue"}])
-    teacher = {"kind": "hf", "model": str(tiny_model), "name": "tiny", "batch_size": 4, "max_model_len": 512}
-    cfg = icl_config(tmp_path / "run", user_tasks, shared_data, "icldist.target=teacher_agree_gold",
-                     "icldist.examples_per_task=4", "icldist.k_max=1", "icldist.max_new_tokens=6",
-                     f"icldist.general_data=['{general}']", "icldist.general_share=0.2", teacher=teacher)
+    teacher = {"kind": "hf", "model": str(tiny_model), "name": "tiny", "max_model_len": 512, "resources": {"batch_size": 4}}
+    cfg = icl_config(tiny_config, tmp_path / "run", user_tasks, shared_data, "icl.target=teacher_agree_gold",
+                     "icl.examples_per_task=4", "icl.k_max=1", "icl.max_new_tokens=6",
+                     f"icl.general_data=['{general}']", "icl.general_share=0.2", teacher=teacher)
     first = run(cfg)
     rows = all_rows(tmp_path / "run")
     assert len(rows) == 10 and len({r["id"] for r in rows}) == 10 and {r["qc"] for r in rows} <= QC

@@ -53,7 +53,7 @@ def test_check_lists_the_offending_items() -> None:
     assert "13 built prompts or targets" in msg and "general/0/7" in msg and "general/0/8" in msg
     assert "A masterpiece of quiet" in msg and "sst2/test/1" in msg and "mini/train/7" in msg
     assert "mini/train/8" not in msg
-    assert "... and 3 more" in msg and "icldist.drop_test_overlap" in msg
+    assert "... and 3 more" in msg and "icl.drop_test_overlap" in msg
 
 
 def test_real_sentibench_overlaps_are_dropped_from_the_pools(shared_data: Path) -> None:

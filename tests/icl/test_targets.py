@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sentidistill.config import ICLDistConfig, PipelineConfig
+from sentidistill.config import ICLConfig, PipelineConfig
 from sentidistill.icl.builder import Item
 from sentidistill.icl.leakage import LeakageGuard
 from sentidistill.icl.summary import agreement_rates
@@ -32,7 +32,7 @@ def make_item(task: TaskSpec, n: int, gold: Any, variant: PromptVariant = CANONI
 @pytest.fixture(scope="module")
 def cases(user_tasks: Path) -> list[tuple[Item, str, str]]:
     """(item, teacher completion, finish reason)."""
-    reg = load_registry(PipelineConfig(train={"student": "x"}, tasks={"extra_files": [str(user_tasks)]}))
+    reg = load_registry(PipelineConfig(train={"model": {"student": "x"}}, tasks={"extra_files": [str(user_tasks)]}))
     mini, absa = reg.get("mini"), reg.get("mini_absa")
     return [
         (make_item(mini, 1, "positive"), " positive\n\nSentence: Visit 9: the tea was cold.\nLabel: no", "length"),
@@ -50,7 +50,7 @@ def cases(user_tasks: Path) -> list[tuple[Item, str, str]]:
 
 def judged(cases: list[tuple[Item, str, str]], target: str) -> list[dict[str, Any]]:
     guard = LeakageGuard([Example("sst2/test/1", LEAK + " .", "positive")], min_words=7)
-    judge = Judge(ICLDistConfig(target=target), guard, {it.id: it for it, _, _ in cases})
+    judge = Judge(ICLConfig(target=target), guard, {it.id: it for it, _, _ in cases})
     rows = []
     for item, completion, finish in cases:
         row = {"id": item.id, "perspective": item.perspective, "response": completion, "finish_reason": finish,

@@ -16,7 +16,7 @@ from sentidistill.engines.stop_strings import first_stop
 @pytest.fixture(scope="module")
 def hf(tiny_model: Path):
     engine = build_engine(EngineConfig(kind="hf", model=str(tiny_model), dtype="float32", max_model_len=512,
-                                       batch_size=8))
+                                       resources={"batch_size": 8}))
     yield engine
     engine.shutdown()
 

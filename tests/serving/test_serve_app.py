@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import socket
 import time
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 import httpx
 import openai
-import psutil
 import pytest
 import ray
 from ray import serve
@@ -27,6 +25,7 @@ from sentidistill.serving import launch
 from sentidistill.serving.app import app_settings, bind_app
 from sentidistill.tasks import Example, build_prompt, classification_candidates, load_registry, parse_output
 from sentidistill.tasks.prompts import sample_demos
+from procs import descendants, still_running
 
 TASKS = "[sst2,emotion20,irony18,pstance,atsa_rest16]"
 KEY_ENV = "SENTIDISTILL_TEST_SERVE_KEY"
@@ -42,8 +41,8 @@ def free_port() -> int:
 
 def serve_cfg(data_dir: Path, *extra: str) -> PipelineConfig:
     return load_config(None, [
-        f"data_dir={data_dir}", "train.student=unused", f"serve.port={free_port()}", f"serve.tasks={TASKS}",
-        "serve.engine.dtype=float32", "serve.engine.max_model_len=512", "serve.engine.batch_size=16",
+        f"data_dir={data_dir}", "train.model.student=unused", f"serve.port={free_port()}", f"serve.tasks={TASKS}",
+        "serve.engine.dtype=float32", "serve.engine.max_model_len=512", "serve.engine.resources.batch_size=16",
         "serve.engine.name=tiny-student", "serve.max_new_tokens=32", "serve.extract_max_new_tokens=24",
         "serve.max_batch_size=16", "serve.batch_wait_timeout_s=0.05", *extra,
     ])
@@ -72,7 +71,7 @@ def client(served: launch.Endpoint):
 def hf(tiny_model: Path):
     """The same weights in-process: what the served answers must equal."""
     engine = build_engine(EngineConfig(kind="hf", model=str(tiny_model), dtype="float32", max_model_len=512,
-                                       batch_size=16))
+                                       resources={"batch_size": 16}))
     yield engine
     engine.shutdown()
 
@@ -165,8 +164,8 @@ def test_openai_client_on_completions_chat_and_models(served: launch.Endpoint, h
 
 
 def test_evaluation_engine_scores_through_v1_score(served: launch.Endpoint, hf) -> None:
-    remote = build_engine(EngineConfig(kind="openai", model="tiny-student", base_url=served.base_url, batch_size=3,
-                                       max_retries=0))
+    remote = build_engine(EngineConfig(kind="openai", model="tiny-student", resources={"batch_size": 3},
+                                       openai={"base_url": served.base_url, "max_retries": 0}))
     prompts = [f"Sentence: review number {i} was {'great' if i % 2 else 'bad'}\nLabel:" for i in range(7)]
     labels = [" negative", " positive", " neutral"]
     try:
@@ -310,27 +309,8 @@ def test_auth_off_needs_no_key(client: httpx.Client) -> None:
 
 # shutdown (last) --------------------------------------------------------------------
 def _serve_pids() -> list[int]:
-    """Serve actor processes of this test cluster (ray.init started it under this process)."""
-    pids = []
-    for p in psutil.Process(os.getpid()).children(recursive=True):
-        try:
-            if any(n in " ".join(p.cmdline()) for n in SERVE_ACTORS):
-                pids.append(p.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return pids
-
-
-def _running(pids: list[int]) -> list[int]:
-    """Still running, wherever re-parented (an orphan would no longer be our descendant)."""
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return out
+    """Serve actor processes of this test cluster."""
+    return [pid for name in SERVE_ACTORS for pid in descendants(name)]
 
 
 def test_shutdown_leaves_no_serve_actor_or_process(served: launch.Endpoint) -> None:
@@ -342,6 +322,6 @@ def test_shutdown_leaves_no_serve_actor_or_process(served: launch.Endpoint) -> N
     named = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
     assert not [n for n in named if "SERVE" in n.upper()], named
     deadline = time.monotonic() + 30
-    while _running(pids) and time.monotonic() < deadline:
+    while still_running(pids) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _running(pids) == [] and _serve_pids() == []
+    assert still_running(pids) == [] and _serve_pids() == []

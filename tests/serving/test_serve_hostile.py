@@ -48,9 +48,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def cfg(shared_data: Path) -> PipelineConfig:
     return load_config(None, [
-        f"data_dir={shared_data}", "train.student=unused", f"serve.port={free_port()}", "serve.host=127.0.0.1",
+        f"data_dir={shared_data}", "train.model.student=unused", f"serve.port={free_port()}", "serve.host=127.0.0.1",
         "serve.tasks=[sst2,atsa_rest16]", "serve.engine.dtype=float32", "serve.engine.max_model_len=512",
-        "serve.engine.batch_size=8", f"serve.engine.name={MODEL}", "serve.max_new_tokens=32",
+        "serve.engine.resources.batch_size=8", f"serve.engine.name={MODEL}", "serve.max_new_tokens=32",
         "serve.extract_max_new_tokens=16", "serve.max_batch_size=8", "serve.batch_wait_timeout_s=0.05",
         "serve.max_request_tokens=1024", "serve.max_texts=32", "serve.app_name=hostile",
         "serve.health_check_period_s=1", "serve.health_check_timeout_s=4", "serve.engine_stall_s=30",

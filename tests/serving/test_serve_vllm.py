@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from sentidistill.config import EngineConfig, load_config
 from sentidistill.engines import GenerationRequest, build_engine
 from sentidistill.serving import launch
+from procs import descendants, still_running
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.slow
@@ -28,35 +28,11 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _engine_pids() -> list[int]:
-    """vLLM engine-core processes of this test's cluster (ray.init started it under this process)."""
-    found = []
-    for p in psutil.Process(os.getpid()).children(recursive=True):
-        try:
-            if "EngineCore" in " ".join(p.cmdline()):
-                found.append(p.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
-
-
-def _alive(pids: list[int]) -> list[int]:
-    """Still running, wherever they were re-parented (an orphan would no longer be our descendant)."""
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return out
-
-
 def _answers_again(url: str, text: str, dead: list[int]) -> None:
     deadline = time.monotonic() + 300
     with httpx.Client(base_url=url, timeout=60) as c:
         while time.monotonic() < deadline:
-            fresh = [p for p in _engine_pids() if p not in dead]
+            fresh = [p for p in descendants("EngineCore") if p not in dead]
             if fresh and c.get("/healthz").status_code == 200:
                 r = c.post("/v1/completions", json={"model": "tiny-vllm", "prompt": "The food was", "max_tokens": 6,
                                                     "temperature": 0})
@@ -69,9 +45,9 @@ def _answers_again(url: str, text: str, dead: list[int]) -> None:
 
 def test_vllm_engine_behind_serve(ray_local, tiny_model: Path, shared_data: Path) -> None:
     cfg = load_config(None, [
-        f"data_dir={shared_data}", "train.student=unused", f"serve.port={_port()}", "serve.tasks=[sst2]",
+        f"data_dir={shared_data}", "train.model.student=unused", f"serve.port={_port()}", "serve.tasks=[sst2]",
         "serve.engine.kind=vllm", "serve.engine.dtype=float32", "serve.engine.max_model_len=512",
-        "serve.engine.max_num_seqs=8", "serve.engine.cpu_kvcache_gb=1", "serve.engine.name=tiny-vllm",
+        "serve.engine.vllm.max_num_seqs=8", "serve.engine.vllm.cpu_kvcache_gb=1", "serve.engine.name=tiny-vllm",
         "serve.max_new_tokens=16", "serve.health_check_period_s=2", "serve.health_check_timeout_s=20",
     ])
     hf = build_engine(EngineConfig(kind="hf", model=str(tiny_model), dtype="float32", max_model_len=512))
@@ -88,16 +64,16 @@ def test_vllm_engine_behind_serve(ray_local, tiny_model: Path, shared_data: Path
             assert done["choices"][0]["text"] == hf.generate([GenerationRequest(prompt="The food was",
                                                                                 max_new_tokens=6)])[0].text
             assert c.post("/v1/sentiment", json={"texts": ["fine"]}).status_code == 200
-        pids = _engine_pids()
+        pids = descendants("EngineCore")
         assert pids
         # A dead engine inside the replica: check_health's probe fails, Serve replaces the replica.
         os.kill(pids[0], signal.SIGKILL)
         _answers_again(endpoint.url, done["choices"][0]["text"], pids)
-        pids += _engine_pids()
+        pids += descendants("EngineCore")
     finally:
         launch.stop(endpoint.app_name)
         hf.shutdown()
     deadline = time.monotonic() + 30
-    while _alive(pids) and time.monotonic() < deadline:
+    while still_running(pids) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _alive(pids) == []
+    assert still_running(pids) == []

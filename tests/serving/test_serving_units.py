@@ -24,7 +24,7 @@ from sentidistill.serving.tasks import ServedTasks, softmax
 from sentidistill.tasks import Example, build_prompt
 
 REPO = Path(__file__).resolve().parents[2]
-BASE = ["train.student=unused"]
+BASE = ["train.model.student=unused"]
 
 
 def cfg_with(*overrides: str, data_dir: Path | None = None) -> PipelineConfig:
@@ -33,7 +33,7 @@ def cfg_with(*overrides: str, data_dir: Path | None = None) -> PipelineConfig:
 
 
 @pytest.mark.parametrize(("override", "names"), [
-    ("serve.engine.kind=openai serve.engine.base_url=http://h/v1", "serve.engine.kind"),
+    ("serve.engine.kind=openai serve.engine.openai.base_url=http://h/v1", "serve.engine.kind"),
     ("serve.max_ongoing_requests=4", "serve.max_ongoing_requests"),
     ("serve.autoscaling.min_replicas=3", "serve.autoscaling.min_replicas"),
     ("serve.k=9", "serve.max_k"),
@@ -139,7 +139,7 @@ def test_auth_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_build_app_args(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"train": {"student": "unused"}, "run_dir": str(tmp_path / "run")}))
+    config.write_text(yaml.safe_dump({"train": {"model": {"student": "unused"}}, "run_dir": str(tmp_path / "run")}))
     with pytest.raises(ConfigError, match="args.bogus"):
         build_app({"config": str(config), "bogus": 1})
     assert isinstance(build_app({"config": str(config), "model": "org/any-model"}), Application)  # binds, loads nothing
@@ -159,6 +159,6 @@ def test_serve_yaml_is_a_valid_serve_config_for_build_app() -> None:
 def test_cli_detach_needs_a_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     config = tmp_path / "c.yaml"
-    config.write_text("train: {student: unused}\n")
+    config.write_text("train: {model: {student: unused}}\n")
     result = CliRunner().invoke(cli_app, ["serve", str(config), "--model", "x", "--detach"])
     assert result.exit_code == 2 and "--detach" in result.output.strip().splitlines()[-1], result.output

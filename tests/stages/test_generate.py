@@ -10,11 +10,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from sentidistill.config import PipelineConfig, apply_overrides
+from sentidistill.config import PipelineConfig
 from sentidistill.perspectives import sample_for_text
+from sentidistill.perspectives.checks import check_first_person
 from sentidistill.rundir import RunDir
 from sentidistill.stages.generate import ROW_SCHEMA, pair_id, run
-from sentidistill.stages.quality import check_first_person
 
 GOOD = [{"id": f"r{i}", "text": f"Review {i}: the noodles were {w} and the waiter was {v}.", "stars": i % 5 + 1}
         for i, (w, v) in enumerate([("superb", "kind"), ("cold", "rude"), ("fine", "slow"), ("salty", "funny"),
@@ -29,16 +29,14 @@ def write_corpus(path: Path) -> Path:
     return path
 
 
-def make_cfg(run_dir: Path, teacher: dict[str, Any], corpus: Path | None = None, *overrides: str) -> PipelineConfig:
-    data: dict[str, Any] = {
-        "run_dir": str(run_dir), "teacher": teacher, "train": {"student": "unused"},
-        "knowdist": {"perspectives": PERSPECTIVES, "per_text": 2, "max_new_tokens": 6, "temperature": 0.0,
-                     "rows_per_part": 4, "quality": {"drop_truncated": False}},
-    }
-    if corpus is not None:
-        data["corpus"] = {"sources": [{"path": str(corpus), "id_column": "id", "meta_columns": ["stars"]}],
-                          "min_chars": 10}
-    return PipelineConfig.model_validate(apply_overrides(data, list(overrides)))
+def make_cfg(tiny: Any, run_dir: Path, teacher: dict[str, Any], corpus: Path | None = None,
+             *overrides: str) -> PipelineConfig:
+    """jobs/configs/tiny.yaml (`tiny`: a TinyConfig) with this teacher and corpus, 2 of PERSPECTIVES per text."""
+    sources = {"sources": [{"path": str(corpus), "id_column": "id", "meta_columns": ["stars"]}], "min_chars": 10}
+    return tiny.load(f"run_dir={run_dir}", "generate.quality={drop_truncated: false}", *overrides,
+                     replace={"teacher": teacher, "corpus": sources if corpus is not None else {}},
+                     generate={"perspectives": PERSPECTIVES, "per_text": 2, "max_new_tokens": 6, "temperature": 0.0,
+                               "rows_per_part": 4})
 
 
 def read_stage(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -50,10 +48,10 @@ def read_stage(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def hf_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, ray_local):
+def hf_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_configs, ray_local):
     root = tmp_path_factory.mktemp("gen-hf")
-    cfg = make_cfg(root / "run", {"kind": "hf", "model": str(tiny_model), "name": "tiny", "batch_size": 4,
-                                  "max_model_len": 512}, write_corpus(root / "corpus.jsonl"))
+    teacher = {"kind": "hf", "model": str(tiny_model), "name": "tiny", "max_model_len": 512, "resources": {"batch_size": 4}}
+    cfg = make_cfg(tiny_configs(root), root / "run", teacher, write_corpus(root / "corpus.jsonl"))
     return cfg, run(cfg)
 
 
@@ -93,14 +91,14 @@ def test_finished_run_is_a_noop(hf_run) -> None:
 
 
 def replay_teacher(path: Path | str, **kw: Any) -> dict[str, Any]:
-    return {"kind": "replay", "batch_size": 64, "replay": {
+    return {"kind": "replay", "resources": {"batch_size": 64}, "replay": {
         "path": str(path), "text_column": "Text", "response_column": "mixtral_response", "id_column": "ID",
         "teacher_name": "mixtral-8x7b", **kw}}
 
 
-def test_replay_imports_the_shared_mixtral_file(tmp_path: Path, shared_data: Path, ray_local) -> None:
+def test_replay_imports_the_shared_mixtral_file(tiny_config, tmp_path: Path, shared_data: Path, ray_local) -> None:
     yelp = shared_data / "teacher-samples" / "yelp_mixtral_rewrite_500.jsonl"
-    cfg = make_cfg(tmp_path / "run", replay_teacher(yelp), None, "knowdist.rows_per_part=128")
+    cfg = make_cfg(tiny_config, tmp_path / "run", replay_teacher(yelp), None, "generate.rows_per_part=128")
     manifest = run(cfg)
     data, filtered = read_stage(tmp_path / "run")
     c = manifest.counts
@@ -117,13 +115,14 @@ def test_replay_imports_the_shared_mixtral_file(tmp_path: Path, shared_data: Pat
     assert source[row["source_id"]]["Text"] in json.loads(row["messages"])[-1]["content"]
 
 
-def test_engine_errors_are_retried_and_config_changes_move_aside(tmp_path: Path, ray_local) -> None:
+def test_engine_errors_are_retried_and_config_changes_move_aside(tiny_config, tmp_path: Path,
+                                                                 ray_local) -> None:
     answers = [{"ID": g["id"], "Text": g["text"], "mixtral_response": f"I felt it: {g['text']} My honest view."}
                for g in GOOD[:4]]
     answers[2]["mixtral_response"] = ""  # the replay engine answers this one with an error
     path = tmp_path / "answers.jsonl"
     path.write_text("".join(json.dumps(a) + "\n" for a in answers))
-    cfg = make_cfg(tmp_path / "run", replay_teacher(path))
+    cfg = make_cfg(tiny_config, tmp_path / "run", replay_teacher(path))
     first = run(cfg)
     assert first.status == "complete" and first.counts["errors"] == 1 and first.counts["missing"] == 1
     assert "r2" not in {r["source_id"] for r in sum(read_stage(tmp_path / "run"), [])}
@@ -133,7 +132,7 @@ def test_engine_errors_are_retried_and_config_changes_move_aside(tmp_path: Path,
     assert retry.finished_at != first.finished_at
     assert retry.counts["generated_this_run"] == 0 and retry.counts["errors"] == 1
 
-    renamed = make_cfg(tmp_path / "run", replay_teacher(path, teacher_name="mixtral-v2"))
+    renamed = make_cfg(tiny_config, tmp_path / "run", replay_teacher(path, teacher_name="mixtral-v2"))
     moved = run(renamed)
     prev = tmp_path / "run" / f"knowdist.prev-{first.config_hash}"
     assert prev.is_dir() and RunDir(str(tmp_path / "run")).manifest(f"knowdist.prev-{first.config_hash}") is not None

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import yaml
 
 from sentidistill.config import load_config
 from sentidistill.data.corpus import text_hash
@@ -27,20 +26,16 @@ TEXTS = [f"Visit {i}: the {dish} was {mood}, and I would {verdict} come back."
               for v in ("gladly", "never")])]
 
 
-def write_config(tmp_path: Path, tiny_model: Path) -> Path:
-    corpus = tmp_path / "corpus.jsonl"
+def write_config(tiny_config) -> Path:
+    """jobs/configs/tiny.yaml generating every perspective of PERSPECTIVES for TEXTS, default quality filters."""
+    corpus = tiny_config.root / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
-    cfg = {
-        "run_dir": str(tmp_path / "run"),
-        "ray": {"num_cpus": 2, "include_dashboard": False},
-        "teacher": {"kind": "hf", "model": str(tiny_model), "name": "tiny", "batch_size": 2, "max_model_len": 512},
-        "corpus": {"sources": [{"path": str(corpus)}], "min_chars": 10},
-        "knowdist": {"perspectives": PERSPECTIVES, "max_new_tokens": 48, "temperature": 0.0, "rows_per_part": 2},
-        "train": {"student": "unused"},
-    }
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_config.write(
+        "generate.per_text=null", "generate.quality={}", name="cfg.yaml",
+        ray={"num_cpus": 2, "include_dashboard": False},
+        teacher={"name": "tiny", "max_model_len": 512, "resources": {"batch_size": 2}},
+        corpus={"sources": [{"path": str(corpus)}], "min_chars": 10},
+        generate={"perspectives": PERSPECTIVES, "max_new_tokens": 48, "temperature": 0.0, "rows_per_part": 2})
 
 
 def parts(run_dir: Path) -> list[Path]:
@@ -56,8 +51,8 @@ def start(config: Path, log: Path) -> subprocess.Popen:
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def test_kill_then_resume_gives_exactly_the_expected_rows(tmp_path: Path, tiny_model: Path) -> None:
-    config = write_config(tmp_path, tiny_model)
+def test_kill_then_resume_gives_exactly_the_expected_rows(tiny_config, tmp_path: Path) -> None:
+    config = write_config(tiny_config)
     run_dir = tmp_path / "run"
     proc = start(config, tmp_path / "first.log")
     try:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from sentidistill.config import DEFAULT_PERSPECTIVES, EngineConfig, KnowDistConfig
+from sentidistill.config import DEFAULT_PERSPECTIVES, EngineConfig, GenerateConfig
 from sentidistill.errors import ConfigError
+from sentidistill.generation.generation import GenerateUDF
 from sentidistill.perspectives import load_registry, sample_for_text, select_perspectives
 from sentidistill.stages.generate import build_work, pair_id
-from sentidistill.stages.generation import GenerateUDF
 
 
 def test_default_perspectives_ship_and_render() -> None:
@@ -58,7 +58,7 @@ def test_sampling_is_seeded_by_source_id_not_row_order() -> None:
 def test_work_list_ids_params_and_raw_prompts() -> None:
     rows = [{"source_id": "s1", "text": "Great pho.", "meta": '{"stars": 5}'},
             {"source_id": "s2", "text": "Cold soup.", "meta": None}]
-    kd = KnowDistConfig(perspectives=["overall", "rewrite"], max_new_tokens=32, temperature=0.0)
+    kd = GenerateConfig(perspectives=["overall", "rewrite"], max_new_tokens=32, temperature=0.0)
     work = build_work(rows, select_perspectives(kd.perspectives), kd)
     assert [(w["source_id"], w["perspective"]) for w in work] == [
         ("s1", "overall"), ("s1", "rewrite"), ("s2", "overall"), ("s2", "rewrite")]
@@ -70,7 +70,7 @@ def test_work_list_ids_params_and_raw_prompts() -> None:
 
 
 def test_udf_answers_a_plain_batch_and_names_missing_columns(tiny_model: Path) -> None:
-    kd = KnowDistConfig(perspectives=["overall"], max_new_tokens=4, temperature=0.0)
+    kd = GenerateConfig(perspectives=["overall"], max_new_tokens=4, temperature=0.0)
     work = build_work([{"source_id": "s1", "text": "Great pho.", "meta": None}], select_perspectives(["overall"]), kd)
     udf = GenerateUDF(EngineConfig(kind="hf", model=str(tiny_model), name="tiny"))
     out = udf(pa.Table.from_pylist(work))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sentidistill.data.sentibench import load_split
 from sentidistill.tasks import Example, TaskRegistry, load_registry
+from sentidistill.tasks.splits import load_split
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,12 @@ import random
 
 import pytest
 
-from sentidistill.data.sentibench import to_example
 from sentidistill.errors import StageInputError
 from sentidistill.tasks import (
     Example, PromptVariant, TaskRegistry, as_messages, build_prompt, classification_candidates, gold_text,
     sample_variant,
 )
+from sentidistill.tasks.splits import to_example
 
 SENTIMENT = ("Please perform Sentiment Analysis task. Given the sentence, assign a sentiment polarity label "
              "from ['negative', 'positive']. Return label only without any other text.")

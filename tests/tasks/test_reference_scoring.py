@@ -125,7 +125,7 @@ REF = {
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     path = tmp_path_factory.mktemp("score") / "c.yaml"
-    path.write_text(f"data_dir: {shared_data}\ntrain: {{student: unused}}\n")
+    path.write_text(f"data_dir: {shared_data}\ntrain: {{model: {{student: unused}}}}\n")
     return path
 
 

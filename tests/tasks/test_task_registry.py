@@ -8,26 +8,10 @@ from pathlib import Path
 import pytest
 
 from sentidistill.config import PipelineConfig, TasksConfig
-from sentidistill.data.sentibench import load_split
 from sentidistill.errors import ConfigError, DataNotFoundError, StageInputError
 from sentidistill.tasks import build_prompt, classification_candidates, load_registry, sample_demos, score
-
-REVIEWS_YAML = """\
-# A user task: own JSONL data, own labels, own layout.
-name: my_reviews
-category: product
-kind: classify
-data: {train: reviews.jsonl, test: reviews.jsonl, format: jsonl}
-fields: {text: text, label: label}
-gold_builder: label
-labels: [bad, good]
-label_map: {"0": bad, "1": good}
-parser: first_token_label
-metric: macro_f1
-instruction: |-
-  Is this product review good or bad? Answer with one label from ['bad', 'good'].
-layout: {input_name: "Review:", output_name: "Verdict:", k: 2}
-"""
+from sentidistill.tasks.splits import load_split
+from user_tasks import REVIEWS_YAML, write_reviews_task
 
 PAIRS_YAML = """\
 name: my_pairs
@@ -46,13 +30,8 @@ instruction: |-
 
 
 def _user_tasks(tmp_path: Path) -> Path:
-    folder = tmp_path / "tasks"
-    folder.mkdir()
-    (folder / "reviews.yaml").write_text(REVIEWS_YAML)
+    folder = write_reviews_task(tmp_path / "tasks").parent
     (folder / "pairs.yml").write_text(PAIRS_YAML)
-    rows = [{"text": f"Review number {i}: {'works great' if i % 2 else 'broke in a day'}", "label": i % 2}
-            for i in range(20)]
-    (folder / "reviews.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     pairs = [{"text": f"battery {i}", "opinions": [{"feature": "battery", "sentiment": "Positive"}]} for i in range(20)]
     (folder / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in pairs))
     return folder
@@ -60,7 +39,7 @@ def _user_tasks(tmp_path: Path) -> Path:
 
 def test_custom_tasks_from_yaml_and_jsonl(tmp_path: Path) -> None:
     folder = _user_tasks(tmp_path)
-    reg = load_registry(PipelineConfig(train={"student": "x"}, tasks={"extra_files": [str(folder)]}))
+    reg = load_registry(PipelineConfig(train={"model": {"student": "x"}}, tasks={"extra_files": [str(folder)]}))
     assert reg.names()[-2:] == ["my_pairs", "my_reviews"] and len(reg) == 14
     sentibench = [t.name for t in reg.select(None)]
     assert len(sentibench) == 12 and sentibench[0] == "imdb"

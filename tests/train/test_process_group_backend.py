@@ -13,15 +13,16 @@ import ray, torch
 from sentidistill.config import TrainConfig
 from sentidistill.training.trainer import process_group_backend
 ray.init(num_cpus=2, num_gpus=1, resources={"accelerator_type:A100": 1}, include_dashboard=False)
-train = TrainConfig(student="x", use_gpu=True, num_workers=1, effective_batch_size=1, micro_batch_size=1,
-                    resources_per_worker={"CPU": 1, "GPU": 1}, accelerator_type="A100")
+train = TrainConfig(model={"student": "x"}, optimizer={"effective_batch_size": 1, "micro_batch_size": 1},
+                    resources={"use_gpu": True, "num_workers": 1, "resources_per_worker": {"CPU": 1, "GPU": 1},
+                               "accelerator_type": "A100"})
 print("backend", process_group_backend(train), "cuda", torch.cuda.is_available())
 ray.shutdown()
 """
 
 
 def test_cpu_workers_keep_rays_default() -> None:
-    assert process_group_backend(TrainConfig(student="x", use_gpu=False)) is None
+    assert process_group_backend(TrainConfig(model={"student": "x"}, resources={"use_gpu": False})) is None
 
 
 def test_probe_runs_where_a_worker_would_and_falls_back_to_gloo() -> None:

@@ -122,7 +122,7 @@ def test_packing_keeps_every_token_exactly_once(max_seq_len):
     assert len(bucket_examples(examples)) == len(examples)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])  # every train.attn_implementation that runs on CPU
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])  # every train.model.attn_implementation that runs on CPU
 def test_packed_forward_equals_separate_forwards(tiny_model, attn):
     """No token attends across examples: a packed micro-batch gives each example the logits it gets alone."""
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=attn).eval()
@@ -194,6 +194,7 @@ def test_flash_attention_without_gpu_workers_is_refused_at_config_time():
 
     from sentidistill.config import TrainConfig
 
-    with pytest.raises(ValidationError, match="train.attn_implementation: flash_attention_2 runs on GPU only"):
-        TrainConfig(attn_implementation="flash_attention_2")
-    assert TrainConfig(attn_implementation="flash_attention_2", use_gpu=True, micro_batch_size=4).micro_batch_size == 4
+    with pytest.raises(ValidationError, match="train.model.attn_implementation: flash_attention_2 runs on GPU only"):
+        TrainConfig(model={"attn_implementation": "flash_attention_2"})
+    gpu = TrainConfig(model={"attn_implementation": "flash_attention_2"}, resources={"use_gpu": True})
+    assert gpu.model.attn_implementation == "flash_attention_2"

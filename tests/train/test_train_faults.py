@@ -57,12 +57,12 @@ def _train_worker_pids() -> list[int]:
 def _config(run_dir: Path, tiny_model: Path, *extra: str):
     write_stage_data(run_dir, "knowdist", knowdist_rows(), with_manifest=True)
     return train_config(run_dir, tiny_model, run_dir / "cache", "train.knowdist.epochs=20",
-                        f"train.knowdist.max_steps={STEPS}", "train.checkpoint_every_steps=2",
+                        f"train.knowdist.max_steps={STEPS}", "train.checkpoint.every_steps=2",
                         "train.icldist.enabled=false", *extra)
 
 
 def test_killed_worker_resumes_from_checkpoint(tmp_path, tiny_model, ray_local):
-    cfg = _config(tmp_path, tiny_model, "train.max_failures=2")
+    cfg = _config(tmp_path, tiny_model, "train.checkpoint.max_failures=2")
     killed: list[int] = []
     done = threading.Event()
 
@@ -97,7 +97,7 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, tiny_model, ray_local):
 
 @pytest.mark.slow  # a second driver process; a few minutes on 2 shared cores
 def test_rerun_after_driver_crash_resumes(tmp_path, tiny_model, ray_local):
-    cfg = _config(tmp_path, tiny_model, "train.max_failures=0")
+    cfg = _config(tmp_path, tiny_model, "train.checkpoint.max_failures=0")
     config_file = tmp_path / "config.yaml"
     config_file.write_text(dump_config(cfg))
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}

@@ -36,9 +36,9 @@ def trained(tmp_path_factory, tiny_model, ray_local):
     write_stage_data(run_dir, "knowdist", knowdist_rows(), with_manifest=True)
     write_stage_data(run_dir, "icldist", icldist_rows(), with_manifest=False)
     cfg = train_config(run_dir, tiny_model, run_dir / "cache", "train.knowdist.epochs=4", "train.icldist.epochs=2",
-                       "train.icldist.replay_share=0.25", "train.log_every_steps=2")
+                       "train.icldist.replay_share=0.25", "train.checkpoint.log_every_steps=2")
     seen: list[dict] = []
-    manifests = train.run(cfg, "all", on_metrics=seen.append)
+    manifests = train.run(cfg, "all", on_metrics=seen.append).parts
     return cfg, RunDir(str(run_dir)), manifests, seen
 
 
@@ -93,7 +93,7 @@ def test_icldist_starts_from_knowdist_weights(trained, tiny_model):
 def test_rerun_skips_complete_stages(trained):
     cfg, _, manifests, _ = trained
     t0 = time.perf_counter()
-    again = train.run(cfg, "all")
+    again = train.run(cfg, "all").parts
     assert time.perf_counter() - t0 < 10
     assert [m.started_at for m in again] == [m.started_at for m in manifests]
 
@@ -111,11 +111,11 @@ def test_lora_zero3_unpacked_from_pruned_init(tmp_path, tiny_model, ray_local):
     """Other switches in one short run: a layer-pruned student init, LoRA merged on export, ZeRO-3 gather,
     no packing, gradient checkpointing; icldist alone starts from that base student."""
     write_stage_data(tmp_path, "icldist", icldist_rows(), with_manifest=False)
-    cfg = train_config(tmp_path, tiny_model, tmp_path / "cache", "train.student=null", "train.knowdist.enabled=false",
-                       f"train.init={{from_model: {tiny_model}, num_layers: 1}}",
-                       "train.lora={r: 4, alpha: 8, dropout: 0.0}", "train.zero_stage=3", "train.packing=false",
-                       "train.gradient_checkpointing=true", "train.icldist.max_steps=2", "train.lr=1e-2")
-    (manifest,) = train.run(cfg, "all")
+    cfg = train_config(tmp_path, tiny_model, tmp_path / "cache", "train.model.student=null", "train.knowdist.enabled=false",
+                       f"train.model.init={{from_model: {tiny_model}, num_layers: 1}}",
+                       "train.model.lora={r: 4, alpha: 8, dropout: 0.0}", "train.deepspeed.zero_stage=3", "train.data.packing=false",
+                       "train.model.gradient_checkpointing=true", "train.icldist.max_steps=2", "train.optimizer.lr=1e-2")
+    (manifest,) = train.run(cfg, "all").parts
     assert manifest.status == "complete" and manifest.counts["packed"] is False
     assert manifest.counts["rows"] == manifest.counts["train_examples"] == 8  # one example per row
     assert any("knowdist.enabled is false" in n for n in manifest.extra["notes"])

@@ -73,9 +73,10 @@ def write_stage_data(run_dir: Path, stage: str, rows: list[dict], with_manifest:
 def train_config(run_dir: Path, student: Path, cache: Path, *overrides: str) -> PipelineConfig:
     """Tiny, fast settings: 2 CPU workers, ZeRO-2, one micro-batch per step, short packed rows."""
     base = [
-        f"run_dir={run_dir}", f"cache_dir={cache}", f"train.student={student}", "train.lr=2e-3",
-        "train.micro_batch_size=1", "train.effective_batch_size=2", "train.num_workers=2", "train.max_seq_len=160",
-        "train.zero_stage=2", "train.checkpoint_every_steps=4", "train.keep_checkpoints=2", "train.max_failures=1",
-        "train.warmup_ratio=0.1", "train.pack_window=64", "train.log_every_steps=1",
+        f"run_dir={run_dir}", f"cache_dir={cache}", f"train.model.student={student}", "train.optimizer.lr=2e-3",
+        "train.optimizer.micro_batch_size=1", "train.optimizer.effective_batch_size=2", "train.optimizer.warmup_ratio=0.1",
+        "train.resources.num_workers=2", "train.data.max_seq_len=160", "train.data.pack_window=64",
+        "train.deepspeed.zero_stage=2", "train.checkpoint.every_steps=4", "train.checkpoint.keep=2",
+        "train.checkpoint.max_failures=1", "train.checkpoint.log_every_steps=1",
     ]
     return load_config(None, [*base, *overrides])

@@ -12,10 +12,18 @@ from sentidistill.errors import SentiDistillError
 def main() -> None:
     """Entry point: user errors print as one clear message (exit 2), never as a traceback."""
     try:
-        app()
+        app(args=verbose_first(sys.argv[1:]))
     except SentiDistillError as e:
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
         sys.exit(2)
 
 
-__all__ = ["app", "main"]
+def verbose_first(args: list[str]) -> list[str]:
+    """`sentidistill run CONFIG -v` works like `sentidistill -v run CONFIG` (-v is an app-wide option);
+    arguments after `--` (passed on by `submit`) are left alone."""
+    cut = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:cut] if a in ("-v", "--verbose")]
+    return flags + [a for a in args[:cut] if a not in flags] + args[cut:]
+
+
+__all__ = ["app", "main", "verbose_first"]

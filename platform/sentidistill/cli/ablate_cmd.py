@@ -17,24 +17,13 @@ def ablate(
                               "per task and eval items per task."),
 ) -> None:
     """Train and score the paper's variants from one config (shared data made once); rerun to resume."""
-    from sentidistill.cli.tables import print_comparison, rerun_hint
-    from sentidistill.config import with_limit
-    from sentidistill.evaluation import compare
+    from sentidistill.cli.tables import print_comparison, print_step, rerun_hint
     from sentidistill.rundir import RunDir
     from sentidistill.stages import ablate as stage
-    from sentidistill.stages.pipeline import StepResult
 
-    cfg = load(config, overrides)
-    if limit is not None:
-        cfg = with_limit(cfg, limit)
-
-    def on_step(r: StepResult) -> None:
-        colour = {"ran": "green", "skipped": "cyan", "failed": "red"}.get(r.status, "yellow")
-        console.print(f"[{colour}]{r.status:>8}[/{colour}] {r.step} ({r.seconds:.1f}s)")
-
-    result = stage.run(cfg, force=force or [], on_step=on_step)
-    rd = RunDir(cfg.run_dir)
-    comp = compare.build(rd, list(result.models), stage.REFERENCE, rerun_hint(["sentidistill", "ablate", config],
-                                                                                  overrides))
-    print_comparison(console, comp, title="Ablation: SentiBench x100")
-    console.print(f"summary: {rd.uri(stage.SUMMARY_MD)}")
+    cfg = load(config, overrides, limit=limit)
+    result = stage.run(cfg, force=force or [], on_step=lambda r: print_step(console, r),
+                       rerun=rerun_hint(["sentidistill", "ablate", config], overrides))
+    if result.comparison is not None:
+        print_comparison(console, result.comparison, title="Ablation: SentiBench x100")
+    console.print(f"summary: {RunDir(cfg.run_dir).uri(stage.SUMMARY_MD)}")

@@ -22,50 +22,43 @@ def run(
                               "per task and eval items per task."),
 ) -> None:
     """Run generate -> build-icl -> train -> eval -> report; finished steps are skipped, so rerun to resume."""
-    from sentidistill.config import with_limit
+    from sentidistill.cli.tables import print_comparison, print_step, rerun_hint
+    from sentidistill.layout import RunLayout
     from sentidistill.stages import pipeline
 
-    cfg = load(config, overrides)
-    if limit is not None:
-        cfg = with_limit(cfg, limit)
+    cfg = load(config, overrides, limit=limit)
     table = Table(title="SentiDistill run", show_lines=False)
     for col in ("step", "status", "seconds", "artifacts"):
         table.add_column(col)
 
     def on_step(r: pipeline.StepResult) -> None:
-        colour = {"ran": "green", "skipped": "cyan", "failed": "red"}.get(r.status, "yellow")
-        console.print(f"[{colour}]{r.status:>8}[/{colour}] {r.step} ({r.seconds:.1f}s)")
+        print_step(console, r)
         table.add_row(r.step, r.status, f"{r.seconds:.1f}", "\n".join(r.artifacts) or r.note)
 
     try:
-        result = pipeline.run(cfg, start=start, until=until, force=force or [], on_step=on_step)
+        result = pipeline.run(cfg, start=start, until=until, force=force or [], on_step=on_step,
+                              rerun=rerun_hint(["sentidistill", "run", config], overrides))
     finally:
         if table.row_count:
             console.print(table)
-    from sentidistill.cli.tables import print_comparison, rerun_hint
-    from sentidistill.evaluation import compare
-    from sentidistill.rundir import RunDir
-
-    rd = RunDir(cfg.run_dir)
-    slugs = [s for s in result.eval_models if rd.manifest(f"eval/{s}") is not None]
-    if slugs:
-        print_comparison(console, compare.build(rd, slugs, cfg.eval.reference,
-                                                rerun_hint(["sentidistill", "run", config], overrides)))
-    if rd.exists("report/index.html"):
-        console.print(f"report: {rd.uri('report/index.html')}")
+    if result.comparison is not None:
+        print_comparison(console, result.comparison)
+    layout = RunLayout(cfg.run_dir)
+    if layout.rd.exists(RunLayout.REPORT_HTML):
+        console.print(f"report: {layout.uri(RunLayout.REPORT_HTML)}")
     if serve_after:
         from sentidistill.cli.serve_cmd import serve_blocking
 
-        serve_blocking(cfg, pipeline.final_student(cfg, rd))
+        serve_blocking(cfg, layout.final_student(cfg))
 
 
 @app.command("status")
 def status(run_dir: str = typer.Argument(..., help="Run directory (local path, s3:// or gs:// URI).")) -> None:
     """Show each stage of a run: complete, failed, or running/interrupted, with counts and timings."""
-    from sentidistill.stages.pipeline import stage_states
+    from sentidistill.layout import RunLayout
 
     setup_logging()
-    states = stage_states(run_dir)
+    states = RunLayout(run_dir).stage_states()
     if not states:
         console.print(f"no stage has started in {run_dir}")
         raise typer.Exit(1)
@@ -76,6 +69,6 @@ def status(run_dir: str = typer.Argument(..., help="Run directory (local path, s
         colour = {"complete": "green", "failed": "red"}.get(m.status, "yellow")
         label = "running or interrupted" if m.status == "running" else m.status
         counts = ", ".join(f"{k}={v}" for k, v in m.counts.items() if not isinstance(v, (dict, list)))[:120]
-        table.add_row(folder, f"[{colour}]{label}[/{colour}]", str(m.timings.get("total_s", "")),
+        table.add_row(folder, f"[{colour}]{label}[/{colour}]", "" if m.seconds is None else str(m.seconds),
                       m.finished_at or "", counts)
     console.print(table)

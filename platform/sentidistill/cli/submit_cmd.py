@@ -11,7 +11,7 @@ from sentidistill.cli.app import CONFIG_ARG, app, console, setup_logging
 
 ARGS_ARG = typer.Argument(
     None, show_default=False,
-    help="Overrides (train.lr=1e-4) and stage options, passed on to the stage command; "
+    help="Overrides (train.optimizer.lr=1e-4) and stage options, passed on to the stage command; "
     "put stage options after `--` (e.g. -- --model runs/x/model).",
 )
 
@@ -20,7 +20,7 @@ ARGS_ARG = typer.Argument(
 def submit_cmd(
     config: str = CONFIG_ARG,
     args: list[str] = ARGS_ARG,
-    stage: str = typer.Option(..., "--stage", "-s", help="validate, generate, build-icl, train, eval, serve or run."),
+    stage: str = typer.Option(..., "--stage", "-s", help="validate, generate, icl, train, eval, serve or run."),
     address: str = typer.Option(
         ..., "--address", envvar=["RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"],
         help="Cluster dashboard URL (http://HEAD:8265) or Ray address; default $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS.",

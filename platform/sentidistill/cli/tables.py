@@ -7,6 +7,7 @@ import shlex
 from typing import Any
 
 from sentidistill.evaluation.compare import Comparison
+from sentidistill.stages.pipeline import StepResult
 
 
 def rerun_hint(words: list[str], overrides: list[str] | None = None) -> str:
@@ -15,6 +16,12 @@ def rerun_hint(words: list[str], overrides: list[str] | None = None) -> str:
     kept = [o for o in overrides or [] if not o.startswith(("eval.limit=", "eval.seeds="))]
     line = " ".join(shlex.quote(w) for w in [*words, *kept])
     return f"`{line} eval.limit=200 'eval.seeds=[42,52,62]'`"
+
+
+def print_step(console: Any, step: StepResult) -> None:
+    """One line per pipeline / ablation step as it ends: ran, skipped, disabled or failed."""
+    colour = {"ran": "green", "skipped": "cyan", "failed": "red"}.get(step.status, "yellow")
+    console.print(f"[{colour}]{step.status:>8}[/{colour}] {step.step} ({step.seconds:.1f}s)")
 
 
 def print_comparison(console: Any, comp: Comparison, title: str = "SentiBench x100") -> None:

@@ -2,41 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sentidistill.cli.app import CONFIG_ARG, OVERRIDES_ARG, app, console, load
+from sentidistill.console import stage as show_stage
+from sentidistill.config import PipelineConfig
+from sentidistill.layout import RunLayout
+from sentidistill.rundir import Manifest
+from sentidistill.stage_counts import TrainCounts, TrainExtra
 
 STAGE_OPT = typer.Option("all", "--stage", help="knowdist, icldist, or all (both, in order).")
 FORCE_OPT = typer.Option(False, "--force", help="Retrain from scratch even if the stage is complete or resumable.")
 
 
-def summary_table(manifests: list[Any]) -> Table:
+def summary_table(manifests: list[Manifest]) -> Table:
     """One column per trained stage: data, packing, steps, final metrics, where the model is."""
     table = Table(title="train", header_style="bold")
     table.add_column("")
     for m in manifests:
         table.add_column(m.stage, justify="right")
-    final = [m.extra.get("final_metrics", {}) for m in manifests]
+    counts = [TrainCounts.of(m) for m in manifests]
+    extras = [TrainExtra.of(m) for m in manifests]
+    final = [e.final_metrics for e in extras]
     rows = [
-        ("examples (kept / replay)", [f"{m.counts.get('train_examples')} / {m.counts.get('replay_examples')}"
-                                      for m in manifests]),
-        ("truncated / dropped (too long)", [f"{m.counts.get('truncated_examples')} / "
-                                            f"{m.counts.get('dropped_too_long')}" for m in manifests]),
-        ("rows, packing efficiency", [f"{m.counts.get('rows')}, {m.counts.get('packing_efficiency')}"
-                                      for m in manifests]),
-        ("steps", [f"{m.counts.get('steps')} / {m.counts.get('total_steps')}" for m in manifests]),
-        ("resumed from step", [str(m.extra.get("resumed_from_step", 0)) for m in manifests]),
-        ("final loss", [str(f.get("loss", "")) for f in final]),
-        ("tokens / s", [str(f.get("tokens_per_s", "")) for f in final]),
+        ("examples (kept / replay)", [f"{c.train_examples} / {c.replay_examples}" for c in counts]),
+        ("truncated / dropped (too long)", [f"{c.truncated_examples} / {c.dropped_too_long}" for c in counts]),
+        ("rows, packing efficiency", [f"{c.rows}, {c.packing_efficiency}" for c in counts]),
+        ("steps", [f"{c.steps} / {c.total_steps}" for c in counts]),
+        ("resumed from step", [str(e.resumed_from_step) for e in extras]),
+        ("final loss", ["" if f.loss is None else str(f.loss) for f in final]),
+        ("tokens / s", ["" if f.tokens_per_s is None else str(f.tokens_per_s) for f in final]),
         ("status", [m.status for m in manifests]),
     ]
     for label, values in rows:
         table.add_row(label, *values)
     return table
+
+
+def result_model(cfg: PipelineConfig, m: Manifest) -> str:
+    """Where a trained stage's model is (the user's next command needs it)."""
+    return RunLayout(cfg.run_dir).uri(RunLayout.model(m.stage.removeprefix("train/")))
 
 
 @app.command("train")
@@ -46,20 +52,9 @@ def train(config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, stage:
     from sentidistill.stages import train as train_stage
 
     cfg = load(config, overrides)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        tasks: dict[str, Any] = {}
-
-        def on_metrics(row: dict[str, Any]) -> None:
-            name = row["stage"]
-            if name not in tasks:
-                tasks[name] = progress.add_task(name, total=row["total_steps"])
-            progress.update(tasks[name], completed=row["step"],
-                            description=f"{name} loss {row['loss']:.4f} lr {row['lr']:.2e} "
-                                        f"{row['tokens_per_s']:.0f} tok/s")
-
-        result = train_stage.run(cfg, stage, force=force, on_metrics=on_metrics)  # type: ignore[arg-type]
-    manifests = result if isinstance(result, list) else [result]
+    with show_stage("train"):  # steps, loss and tokens/s on the stage line (console.train_step)
+        result = train_stage.run(cfg, stage, force=force)  # type: ignore[arg-type]
+    manifests = result.parts or [result]
     console.print(summary_table(manifests))
     for m in manifests:
-        console.print(f"[green]{m.status}[/green] {cfg.run_dir}/{m.stage}/model")
+        console.print(f"[green]{m.status}[/green] {result_model(cfg, m)}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from sentidistill.config import PipelineConfig
+from sentidistill.engines import capabilities
 from sentidistill.errors import DataNotFoundError
 
 log = logging.getLogger("sentidistill")
@@ -91,9 +92,9 @@ def params_from_config(config: dict, num_layers: int | None = None) -> float:
 
 def student_params(cfg: PipelineConfig) -> float | None:
     """From the student's (or init model's) local config.json, else from its name; None if unknown."""
-    init = cfg.train.init
-    ref = cfg.train.student or (init.from_model if init else None)
-    layers = (init.num_layers or len(init.layers or [])) if init and not cfg.train.student else None
+    init = cfg.train.model.init
+    ref = cfg.train.model.student or (init.from_model if init else None)
+    layers = (init.num_layers or len(init.layers or [])) if init and not cfg.train.model.student else None
     config_json = Path(ref).expanduser() / "config.json" if ref else None
     if config_json is not None and config_json.is_file():
         return params_from_config(json.loads(config_json.read_text()), layers)
@@ -110,16 +111,16 @@ def _corpus_stats(cfg: PipelineConfig) -> tuple[int, float]:
 def _knowdist_tokens(cfg: PipelineConfig, texts: int, avg_chars: float, cpt: float) -> StageTokens:
     from sentidistill.perspectives import select_perspectives
 
-    if not cfg.knowdist.enabled or texts == 0:
+    if not cfg.generate.enabled or texts == 0:
         return StageTokens(requests=0, prompt_tokens=0, completion_tokens=0)
-    persp = select_perspectives(cfg.knowdist.perspectives, cfg.knowdist.perspective_files)
-    share = (cfg.knowdist.per_text or len(persp)) / len(persp)  # each perspective's chance per text
+    persp = select_perspectives(cfg.generate.perspectives, cfg.generate.perspective_files)
+    share = (cfg.generate.per_text or len(persp)) / len(persp)  # each perspective's chance per text
     prompt = completion = 0.0
     for p in persp:
         msgs = p.messages("")
         chars = sum(len(m["content"]) for m in msgs) + avg_chars
         prompt += texts * share * (chars / cpt + _CHAT_OVERHEAD_TOKENS * len(msgs))
-        completion += texts * share * (p.max_new_tokens or cfg.knowdist.max_new_tokens)
+        completion += texts * share * (p.max_new_tokens or cfg.generate.max_new_tokens)
     return StageTokens(requests=round(texts * share * len(persp)), prompt_tokens=round(prompt),
                        completion_tokens=round(completion))
 
@@ -142,11 +143,11 @@ def _icl_tokens(cfg: PipelineConfig, cpt: float, sample: int = 64) -> tuple[Stag
     """ICL prompts built with the benchmark renderer from each task's train split, at the average k."""
     from sentidistill.tasks import build_prompt, gold_text, load_registry
 
-    icl = cfg.icldist
+    icl = cfg.icl
     if not icl.enabled:
         return StageTokens(requests=0, prompt_tokens=0, completion_tokens=0), []
     registry = load_registry(cfg)
-    tasks = [t for t in registry.select(icl.tasks, "icldist.tasks") if t.name not in icl.holdout_tasks]
+    tasks = [t for t in registry.select(icl.tasks, "icl.tasks") if t.name not in icl.holdout_tasks]
     k = round(icl.k_max * (1 - icl.diversify.vary_k / 2))  # vary_k draws k uniformly from [0, k_max]
     prompt = completion = 0.0
     for task in tasks:
@@ -171,22 +172,25 @@ def _train_tokens(cfg: PipelineConfig, data: StageTokens, stage: str, replay: St
     st = t.stage(stage)  # type: ignore[arg-type]
     if not st.enabled or data.requests == 0:
         return 0
-    per_example = min((data.prompt_tokens + data.completion_tokens) / data.requests, t.max_seq_len)
+    per_example = min((data.prompt_tokens + data.completion_tokens) / data.requests, t.data.max_seq_len)
     examples = data.requests
     tokens = examples * per_example
     if replay is not None and replay.requests and st.replay_share:
         replayed = examples * st.replay_share / (1 - st.replay_share)
-        tokens += replayed * min((replay.prompt_tokens + replay.completion_tokens) / replay.requests, t.max_seq_len)
+        per_replayed = (replay.prompt_tokens + replay.completion_tokens) / replay.requests
+        tokens += replayed * min(per_replayed, t.data.max_seq_len)
         examples += replayed
     total = tokens * st.epochs
     if st.max_steps:
-        seq_tokens = t.max_seq_len if t.packing else tokens / examples
-        total = min(total, st.max_steps * t.effective_batch_size * seq_tokens)
+        seq_tokens = t.data.max_seq_len if t.data.packing else tokens / examples
+        total = min(total, st.max_steps * t.optimizer.effective_batch_size * seq_tokens)
     return round(total)
 
 
 def _teacher_gpus(cfg: PipelineConfig) -> float:
-    return 0.0 if cfg.teacher.kind in ("openai", "replay") else cfg.teacher.actor_range[1] * cfg.teacher.num_gpus
+    if not capabilities(cfg.teacher.kind).loads_model:
+        return 0.0
+    return cfg.teacher.actor_range[1] * cfg.teacher.resources.num_gpus
 
 
 def _storage(cfg: PipelineConfig, kd: StageTokens, icl: StageTokens, params: float | None,
@@ -198,11 +202,12 @@ def _storage(cfg: PipelineConfig, kd: StageTokens, icl: StageTokens, params: flo
     }
     if params:
         t = cfg.train
-        weight_bytes = 2 if t.precision == "bf16" or (t.precision == "auto" and t.use_gpu) else 4
+        precision = t.deepspeed.precision
+        weight_bytes = 2 if precision == "bf16" or (precision == "auto" and t.resources.use_gpu) else 4
         stages = [s for s in ("knowdist", "icldist") if t.stage(s).enabled]  # type: ignore[arg-type]
-        state = weight_bytes + (0 if t.lora else 12)  # fp32 master weights + Adam moments
+        state = weight_bytes + (0 if t.model.lora else 12)  # fp32 master weights + Adam moments
         out["student models"] = round(params * weight_bytes * len(stages))
-        out["training checkpoints"] = round(params * state * t.keep_checkpoints * len(stages))
+        out["training checkpoints"] = round(params * state * t.checkpoint.keep * len(stages))
     return out
 
 
@@ -219,11 +224,12 @@ def estimate(cfg: PipelineConfig, rates: Throughputs | None = None, *, corpus_te
     kd = _knowdist_tokens(cfg, corpus_texts, avg_text_chars, cpt)
     icl, tasks = _icl_tokens_anywhere(cfg, cpt)
     teacher_gpus = _teacher_gpus(cfg)
-    gen_s = 0.0 if cfg.teacher.kind in ("openai", "replay") else (
+    gen_s = 0.0 if not capabilities(cfg.teacher.kind).loads_model else (
         (kd.prompt_tokens + icl.prompt_tokens) / rates.prefill_tokens_per_s_per_gpu
         + (kd.completion_tokens + icl.completion_tokens) / rates.gen_tokens_per_s_per_gpu)
     train = {"knowdist": _train_tokens(cfg, kd, "knowdist", None), "icldist": _train_tokens(cfg, icl, "icldist", kd)}
-    train_gpus = cfg.train.num_workers * cfg.train.resources_per_worker.get("GPU", 1.0 if cfg.train.use_gpu else 0.0)
+    workers = cfg.train.resources
+    train_gpus = workers.num_workers * workers.resources_per_worker.get("GPU", 1.0 if workers.use_gpu else 0.0)
     train_gpu_h = sum(train.values()) / rates.train_tokens_per_s_per_gpu / 3600
     params = student_param_count or student_params(cfg)
     teacher_params = params_from_name(cfg.teacher.model) if teacher_gpus else None

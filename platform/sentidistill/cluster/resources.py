@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sentidistill.config import EngineConfig, PipelineConfig
+from sentidistill.engines import capabilities
 from sentidistill.errors import ConfigError
+from sentidistill.readers import read_mapping
 
 ACCELERATOR_PREFIX = "accelerator_type:"  # ray._common.utils.RESOURCE_CONSTRAINT_PREFIX
 _ACCELERATOR_SHARE = 0.001  # what Ray Data / Ray Train request of the accelerator_type resource
@@ -35,7 +35,8 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "validate": Stage(("config", "validate"), ()),
     "generate": Stage(("generate",), ("teacher",)),
-    "build-icl": Stage(("build-icl",), ("teacher",)),
+    "icl": Stage(("icl",), ("teacher",)),
+    "build-icl": Stage(("icl",), ("teacher",)),  # the old name of the icl command
     "train": Stage(("train",), ("train",)),
     "eval": Stage(("eval",), ("eval",)),
     "serve": Stage(("serve",), ("serve",)),
@@ -86,21 +87,22 @@ def per_node(req: Requirement, resources: dict[str, float]) -> int:
 
 
 def _engine_requirement(component: str, key: str, eng: EngineConfig, count: int) -> Requirement | None:
-    if eng.kind in ("openai", "replay"):
+    if not capabilities(eng.kind).loads_model:
         return None  # runs no model on the cluster
-    return Requirement(component, key, eng.num_cpus, eng.num_gpus, eng.accelerator_type, count)
+    res = eng.resources
+    return Requirement(component, f"{key}.resources", res.num_cpus, res.num_gpus, res.accelerator_type, count)
 
 
 def requirements(cfg: PipelineConfig, stage: str = "run") -> list[Requirement]:
     """The actor/worker kinds a stage command starts, from the config's resource settings."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    t = cfg.train
+    t = cfg.train.resources
     per_worker = dict(t.resources_per_worker)
     gpus = per_worker.get("GPU", 1.0 if t.use_gpu else 0.0)
     found = {
         "teacher": _engine_requirement("teacher", "teacher", cfg.teacher, cfg.teacher.actor_range[0]),
-        "train": Requirement("train", "train.resources_per_worker", per_worker.get("CPU", 1.0), gpus,
+        "train": Requirement("train", "train.resources.resources_per_worker", per_worker.get("CPU", 1.0), gpus,
                              t.accelerator_type, t.num_workers),
         "eval": _engine_requirement("eval", "eval.engine", cfg.eval.engine, cfg.eval.engine.actor_range[0]),
         "serve": _engine_requirement("serve", "serve.engine", cfg.serve.engine, cfg.serve.autoscaling.max_replicas),
@@ -167,20 +169,16 @@ def _kuberay_node_types(doc: dict[str, Any]) -> list[NodeType]:
 
 def hosted_stages(path: str | Path) -> tuple[str, ...]:
     """Stages a cluster file is meant for: a RayService serves, a RayJob runs the pipeline, others both."""
-    kind = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("kind")
+    kind = read_mapping(path, "cluster file").get("kind")
     return {"RayService": ("serve",), "RayJob": ("run",)}.get(kind, ("run", "serve"))
 
 
 def node_types_from_file(path: str | Path) -> list[NodeType]:
     """Node types of a Ray cluster launcher YAML or a KubeRay RayCluster/RayJob/RayService manifest."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"cluster file {str(p)!r} does not exist")
     import jsonschema
 
-    doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    if not isinstance(doc, dict):
-        raise ConfigError(f"cluster file {str(p)!r} must hold one YAML mapping")
+    p = Path(path)
+    doc = read_mapping(p, "cluster file", holds="one YAML mapping", empty_ok=False)
     try:
         if "available_node_types" in doc:
             return _launcher_node_types(doc)

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import yaml
-
 from sentidistill.cluster.resources import STAGES, per_node, requirements
 from sentidistill.config import PipelineConfig, load_config
 from sentidistill.errors import ConfigError
+from sentidistill.readers import read_mapping
 from sentidistill.rundir import is_remote
 
 if TYPE_CHECKING:
@@ -48,13 +47,7 @@ class JobSpec:
 
 def load_runtime_env(path: str | Path) -> dict[str, Any]:
     """The job runtime_env YAML (jobs/runtime_env.yaml): a mapping of Ray runtime_env fields."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"runtime env file {str(p)!r} does not exist (pass --runtime-env jobs/runtime_env.yaml)")
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"runtime env file {str(p)!r} must hold a mapping of runtime_env fields")
-    return data
+    return read_mapping(path, "runtime env file", holds="a mapping of runtime_env fields")
 
 
 def merge_runtime_env(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -1,1 +1,1 @@
-"""Data access: data-dir resolution, corpus readers, SentiBench loaders."""
+"""Data access: data-dir resolution, the corpus reader, dataset fetching (task splits: `tasks.splits`)."""

@@ -26,7 +26,6 @@ limit still counts as seen for the sources after it.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import hashlib
 import json
@@ -46,6 +45,7 @@ import pyarrow.parquet as pq
 from sentidistill.config import CorpusConfig, CorpusSource, ReplayConfig
 from sentidistill.data.locate import resolve_data_path
 from sentidistill.errors import ConfigError, DataNotFoundError
+from sentidistill.readers import BadRecord, iter_json_records, list_files, split_glob_uri
 from sentidistill.rundir import RunDir, fingerprint_path, split_uri
 
 if TYPE_CHECKING:
@@ -80,13 +80,6 @@ class CorpusResult:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class _Bad:
-    where: str
-    raw: str
-    reason: str
-
-
 def text_hash(text: str) -> str:
     """Stable id of a text: sha256 of its whitespace-normalised form."""
     return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()[:16]
@@ -118,45 +111,22 @@ def _guess_format(path: str) -> str | None:
     return next((fmt for ext, fmt in _EXT_FORMAT.items() if name.endswith(ext)), None)
 
 
-def _glob_at(path: str) -> int:
-    return min((path.find(c) for c in "*?[" if c in path), default=-1)
-
-
-def _split(path: str) -> tuple[pafs.FileSystem, str]:
-    """split_uri that also takes globs in URIs (pyarrow cannot parse `[` in a URI)."""
-    glob_at = _glob_at(path)
-    if "://" not in path or glob_at < 0:
-        return split_uri(path)
-    head = path[:glob_at].rsplit("/", 1)[0]
-    fs, base = split_uri(head)
-    return fs, base.rstrip("/") + path[len(head):]
-
-
-def _list_matches(fs: pafs.FileSystem, path: str) -> list[str]:
-    """Files matched by a glob (`*`, `?`, `[`) or held in a folder (recursive), sorted."""
-    glob_at = _glob_at(path)
-    base = path if glob_at < 0 else path[:glob_at].rsplit("/", 1)[0]
-    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-    files = [i.path for i in infos if i.type == pafs.FileType.File]
-    if glob_at >= 0:
-        return sorted(p for p in files if fnmatch.fnmatch(p, path))
-    return sorted(p for p in files if _guess_format(p) and not p.rsplit("/", 1)[-1].startswith((".", "_")))
-
-
 def resolve_source(index: int, src: CorpusSource, data_dir: str | None,
-                   cache_dir: str | None) -> list[SourceFile]:
-    """Every concrete file (or HF dataset) of one source, with its format; a miss raises naming the source."""
-    label = f"corpus.sources[{index}]"
+                   cache_dir: str | None, label: str | None = None) -> list[SourceFile]:
+    """Every concrete file (or HF dataset) of one source, with its format; a miss raises naming the source
+    (`label`, default `corpus.sources[<index>]`)."""
+    label = label or f"corpus.sources[{index}]"
     path = resolve_data_path(src.path, data_dir, cache_dir)
     if src.format == "hf":
         return [SourceFile(index, path, "hf")]
-    fs, fs_path = _split(path)
+    fs, fs_path = split_glob_uri(path)
     scheme = path.split("://", 1)[0] + "://" if "://" in path else ""
     info = fs.get_file_info(fs_path)
     if info.type == pafs.FileType.Directory and (src.format == "hf_disk" or any(
             fs.get_file_info(f"{fs_path}/{m}").type == pafs.FileType.File for m in _HF_DISK_MARKERS)):
         return [SourceFile(index, path, "hf_disk")]
-    files = [fs_path] if info.type == pafs.FileType.File else _list_matches(fs, fs_path)
+    files = [fs_path] if info.type == pafs.FileType.File else list_files(
+        fs, fs_path, lambda f: _guess_format(f) is not None)
     if not files:
         raise DataNotFoundError(f"{label}.path: {src.path!r} matches no file (looked at {path})")
     out = []
@@ -179,37 +149,20 @@ def fingerprint_sources(files: list[SourceFile]) -> dict[str, str]:
     return {f"{f.label}:{f.uri}": (f"hf:{f.uri}" if f.format == "hf" else fingerprint_path(f.uri)) for f in files}
 
 
-# -- readers: yield dict records or _Bad -------------------------------------------------------------
+# -- readers: yield dict records or BadRecord -------------------------------------------------------
 def _read_bytes(uri: str) -> bytes:
     fs, path = split_uri(uri)
     with fs.open_input_stream(path, compression="detect") as f:
         return f.read()
 
 
-def _iter_json_text(sf: SourceFile) -> Iterator[dict[str, Any] | _Bad]:
+def _iter_json_text(sf: SourceFile) -> Iterator[dict[str, Any] | BadRecord]:
     # surrogateescape keeps undecodable bytes in the string; they are rejected per row later.
-    text = _read_bytes(sf.uri).decode("utf-8", "surrogateescape").lstrip("\ufeff")
-    if sf.format == "json" and text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except ValueError as e:
-            yield _Bad("file", _safe(str(e)), "invalid_json_file")
-            return
-        for n, item in enumerate(items):
-            yield item if isinstance(item, dict) else _Bad(f"item {n}", _safe(item), "not_an_object")
-        return
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError:
-            yield _Bad(f"line {n}", _safe(line), "invalid_json")
-            continue
-        yield item if isinstance(item, dict) else _Bad(f"line {n}", _safe(item), "not_an_object")
+    text = _read_bytes(sf.uri).decode("utf-8", "surrogateescape")
+    yield from iter_json_records(text, sf.format)
 
 
-def _iter_parquet(sf: SourceFile) -> Iterator[dict[str, Any] | _Bad]:
+def _iter_parquet(sf: SourceFile) -> Iterator[dict[str, Any] | BadRecord]:
     fs, path = split_uri(sf.uri)
     try:
         reader = pq.ParquetFile(fs.open_input_file(path))
@@ -217,14 +170,14 @@ def _iter_parquet(sf: SourceFile) -> Iterator[dict[str, Any] | _Bad]:
         for batch in batches:
             yield from batch.to_pylist()
     except (pa.ArrowException, OSError) as e:
-        yield _Bad("file", _safe(str(e)), "unreadable_file")
+        yield BadRecord("file", str(e), "unreadable_file")
 
 
-def _iter_csv(sf: SourceFile, spec: ReadSpec) -> Iterator[dict[str, Any] | _Bad]:
-    bad: list[_Bad] = []
+def _iter_csv(sf: SourceFile, spec: ReadSpec) -> Iterator[dict[str, Any] | BadRecord]:
+    bad: list[BadRecord] = []
 
     def on_invalid(row: Any) -> str:
-        bad.append(_Bad(f"line {row.number}" if row.number else "row", _safe(row.text), "malformed_csv_row"))
+        bad.append(BadRecord(f"line {row.number}" if row.number else "row", row.text, "malformed_csv_row"))
         return "skip"
 
     delimiter = "\t" if sf.uri.lower().removesuffix(".gz").endswith(".tsv") else ","
@@ -244,11 +197,11 @@ def _iter_csv(sf: SourceFile, spec: ReadSpec) -> Iterator[dict[str, Any] | _Bad]
                 bad.clear()
                 yield from batch.to_pylist()
     except (pa.ArrowException, OSError) as e:
-        yield _Bad("file", _safe(str(e)), "unreadable_file")
+        yield BadRecord("file", str(e), "unreadable_file")
     yield from bad
 
 
-def _iter_hf(sf: SourceFile, spec: ReadSpec) -> Iterator[dict[str, Any] | _Bad]:
+def _iter_hf(sf: SourceFile, spec: ReadSpec) -> Iterator[dict[str, Any] | BadRecord]:
     import datasets
 
     if sf.format == "hf":
@@ -268,7 +221,7 @@ def _iter_hf(sf: SourceFile, spec: ReadSpec) -> Iterator[dict[str, Any] | _Bad]:
         yield from (dict(zip(keys, values, strict=True)) for values in zip(*batch.values(), strict=True))
 
 
-def iter_records(sf: SourceFile, spec: ReadSpec) -> Iterator[dict[str, Any] | _Bad]:
+def iter_records(sf: SourceFile, spec: ReadSpec) -> Iterator[dict[str, Any] | BadRecord]:
     if sf.format in ("json", "jsonl"):
         return _iter_json_text(sf)
     if sf.format == "parquet":
@@ -307,6 +260,13 @@ def replay_spec(replay: ReplayConfig) -> ReadSpec:
     skip = tuple(c for c in (replay.text_column, replay.response_column, replay.id_column) if c)
     return ReadSpec(label="teacher.replay", path=replay.path, text_column=replay.text_column,
                     id_column=replay.id_column, meta_all_but=skip, min_chars=1, max_chars=None, strip=False)
+
+
+def replay_files(replay: ReplayConfig, data_dir: str | None, cache_dir: str | None) -> list[SourceFile]:
+    """The replay file(s) resolved like a corpus source: the generate stage and the replay engine both read
+    them through `replay_spec`, so the ids the stage gives texts are the ids the engine looks up."""
+    src = CorpusSource(path=replay.path, text_column=replay.text_column, id_column=replay.id_column)
+    return resolve_source(0, src, data_dir, cache_dir, label="teacher.replay")
 
 
 def _as_text(value: Any) -> tuple[str | None, str | None]:
@@ -386,8 +346,8 @@ def _read_file(sf: SourceFile, file_no: int, spec: ReadSpec) -> Iterator[pa.Tabl
     keys: set[str] = set()
     for n, rec in enumerate(iter_records(sf, spec)):
         order = file_no << _FILE_BITS | n
-        if isinstance(rec, _Bad):
-            rows.append(_rejected(order, sf.index, f"{sf.uri} ({rec.where})", rec.raw, rec.reason))
+        if isinstance(rec, BadRecord):
+            rows.append(_rejected(order, sf.index, f"{sf.uri} ({rec.where})", _safe(rec.raw), rec.reason))
         else:
             keys.update(rec)
             rows.append(clean_record(spec, rec, order, sf.index, f"{sf.uri} (row {n})"))

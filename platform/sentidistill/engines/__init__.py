@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from sentidistill.config import EngineConfig
-from sentidistill.engines.base import Completion, Engine, GenerationRequest
+from sentidistill.engines.base import Capabilities, Completion, Engine, GenerationRequest
 
 ENGINES: dict[str, str] = {
     "hf": "sentidistill.engines.hf:HFEngine",
@@ -22,11 +22,17 @@ def engine_class(kind: str) -> type[Engine]:
     return getattr(importlib.import_module(module), name)
 
 
+def capabilities(kind: str) -> Capabilities:
+    """What engine `kind` can do (the class attribute; imports that engine's module, not its model)."""
+    return engine_class(kind).capabilities
+
+
 def build_engine(cfg: EngineConfig, cache_dir: str | None = None, data_dir: str | None = None) -> Engine:
     """Instantiate the engine `cfg.kind` (loads the model); data_dir resolves a replay corpus's data:// path."""
-    if cfg.kind == "replay":
+    if cfg.replay is not None:  # the replay section is set for kind replay only
         return engine_class(cfg.kind)(cfg, cache_dir=cache_dir, data_dir=data_dir)
     return engine_class(cfg.kind)(cfg, cache_dir=cache_dir)
 
 
-__all__ = ["ENGINES", "Completion", "Engine", "GenerationRequest", "build_engine", "engine_class"]
+__all__ = ["ENGINES", "Capabilities", "Completion", "Engine", "GenerationRequest", "build_engine", "capabilities",
+           "engine_class"]

@@ -60,10 +60,22 @@ class EngineDeadError(RuntimeError):
     """
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine kind can do. Code outside `engines/` asks this (`engines.capabilities(kind)`)
+    instead of branching on the kind."""
+
+    loads_model: bool  # weights on the actor: reserves GPUs/accelerator, has a local tokenizer and config.json
+    scores_labels: bool  # score_next_token works: it can be evaluated on SentiBench and serve label scores
+    answers_any_prompt: bool  # false: answers only the corpus texts it recorded (replay)
+    caches_prefixes: bool  # reuses the KV of shared prompt prefixes across calls
+
+
 class Engine(ABC):
     """A loaded model. Build once per actor/replica, call many times, `shutdown()` at the end."""
 
     kind: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
 
     def __init__(self, cfg: EngineConfig, cache_dir: str | None = None):
         self.cfg = cfg
@@ -80,6 +92,21 @@ class Engine(ABC):
     @abstractmethod
     def score_next_token(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
         """For each prompt, the next-token logit of the first token of each candidate string."""
+
+    @property
+    def weights_dtype(self) -> str:
+        """The dtype the weights really run in (recorded with every result), not the config's 'auto'."""
+        return self.cfg.dtype
+
+    @property
+    def chat_tokenizer(self) -> Any | None:
+        """The local tokenizer that applies the model's chat template; None for engines without one."""
+        return None
+
+    @property
+    def generation_config(self) -> Any | None:
+        """The model's generation_config (its greedy logits processors shape label scores); None: unknown."""
+        return None
 
     def shutdown(self) -> None:
         """Release the model and any child processes."""

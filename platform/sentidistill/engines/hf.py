@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 from itertools import groupby
 
 import torch
 
-from sentidistill.config import EngineConfig
+from sentidistill.config import EngineConfig, HFEngineConfig
 from sentidistill.engines.base import (
-    Completion, Engine, EngineDeadError, GenerationRequest, first_token_ids, prompt_ids, render_messages,
+    Capabilities, Completion, Engine, EngineDeadError, GenerationRequest, first_token_ids, prompt_ids, render_messages,
 )
 from sentidistill.engines.gen_config import context_length
 from sentidistill.engines.prefix_cache import PrefixCache
@@ -28,6 +29,7 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
 
 class HFEngine(Engine):
     kind = "hf"
+    capabilities = Capabilities(loads_model=True, scores_labels=True, answers_any_prompt=True, caches_prefixes=True)
 
     def __init__(self, cfg: EngineConfig, cache_dir: str | None = None):
         super().__init__(cfg, cache_dir)
@@ -54,7 +56,20 @@ class HFEngine(Engine):
         # Reusing a prefix's KV assumes plain full-attention layers (no sliding windows, no recurrent state).
         plain = not getattr(self.model.config, "sliding_window", None) and "sliding_attention" not in str(
             getattr(self.model.config, "layer_types", None) or "")
-        self.prefix_cache = PrefixCache(cfg.prefix_cache_entries if plain else 0, cfg.prefix_cache_min_tokens)
+        opts = cfg.hf or HFEngineConfig()
+        self.prefix_cache = PrefixCache(opts.prefix_cache_entries if plain else 0, opts.prefix_cache_min_tokens)
+
+    @property
+    def weights_dtype(self) -> str:
+        return str(self.model.dtype).removeprefix("torch.")
+
+    @property
+    def chat_tokenizer(self) -> Any:
+        return self.tokenizer
+
+    @property
+    def generation_config(self) -> Any:
+        return self.model.generation_config
 
     # helpers ---------------------------------------------------------------
     def _prompt_text(self, req: GenerationRequest) -> str:
@@ -80,7 +95,7 @@ class HFEngine(Engine):
             first = requests[idx[0]]
             params = (first.max_new_tokens, first.temperature, first.top_p, tuple(first.stop), first.seed)
             # A seeded request runs alone: its sample must not depend on which neighbours shared its call.
-            size = 1 if first.seed is not None and first.temperature > 0 else self.cfg.batch_size
+            size = 1 if first.seed is not None and first.temperature > 0 else self.cfg.resources.batch_size
             for start in range(0, len(idx), size):
                 chunk = idx[start:start + size]
                 try:
@@ -140,8 +155,8 @@ class HFEngine(Engine):
             groups.setdefault(prefix, []).append(i)
         out: list[list[float]] = [[] for _ in prompts]
         for prefix, idx in groups.items():
-            for start in range(0, len(idx), self.cfg.batch_size):
-                chunk = idx[start:start + self.cfg.batch_size]
+            for start in range(0, len(idx), self.cfg.resources.batch_size):
+                chunk = idx[start:start + self.cfg.resources.batch_size]
                 if prefix is None:
                     logits = self._score_whole([prompts[i] for i in chunk])
                 else:

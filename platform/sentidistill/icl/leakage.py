@@ -103,6 +103,6 @@ class LeakageGuard:
             raise StageInputError(
                 f"icldist leakage guard: {len(found)} built prompts or targets contain a SentiBench test "
                 f"sentence (normalised match):\n  {shown}{more}\nRemove them from the source data "
-                "(general_data files, task train files), or set icldist.drop_test_overlap: true to drop "
+                "(general_data files, task train files), or set icl.drop_test_overlap: true to drop "
                 "train rows that hold test sentences from the pools."
             )

@@ -10,9 +10,9 @@ import json
 from collections import Counter
 from typing import Any
 
+from sentidistill.generation.quality import KEPT
 from sentidistill.icl.builder import GENERAL, Item, Pool, variant_dimensions
 from sentidistill.icl.targets import GOLD_ENGINE
-from sentidistill.stages.quality import KEPT
 
 COLUMNS = ["id", "perspective", "qc", "meta", "engine", "prompt_tokens", "completion_tokens"]
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sentidistill.config import ICLDistConfig
+from sentidistill.config import ICLConfig
+from sentidistill.generation.quality import KEPT, QualityFilter
 from sentidistill.icl.builder import Item
 from sentidistill.icl.leakage import LeakageGuard
-from sentidistill.stages.quality import KEPT, QualityFilter
 from sentidistill.tasks import Parsed, agrees, parse_output
 from sentidistill.tasks.metrics import normalize_tuples
 from sentidistill.tasks.parsers import answer_text, first_line
@@ -57,7 +57,7 @@ def agreement(item: Item, parsed: Parsed) -> dict[str, Any]:
 class Judge:
     """Built once per stage run in the driver; `__call__` finishes one answered row in place."""
 
-    def __init__(self, icl: ICLDistConfig, guard: LeakageGuard, items: dict[str, Item]):
+    def __init__(self, icl: ICLConfig, guard: LeakageGuard, items: dict[str, Item]):
         self.icl, self.guard, self.items = icl, guard, items
         self.quality = QualityFilter(icl.quality)
 

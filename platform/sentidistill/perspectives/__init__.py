@@ -1,8 +1,8 @@
 """Multi-perspective prompting (MPP) templates: YAML data, one perspective per file, no code.
 
 The defaults (overall, emotions, aspects, implicit, stance, rewrite; see method.md) ship beside
-this module; users add their own with `knowdist.perspective_files`. A perspective names an
-output check from the closed registry `stages.quality.CHECKS` instead of carrying code, and
+this module; users add their own with `generate.perspective_files`. A perspective names an
+output check from the closed registry `perspectives.checks.CHECKS` instead of carrying code, and
 duplicate or unknown names fail loudly so a typo never silently drops a perspective.
 
 >>> [p.name for p in select_perspectives(["overall", "rewrite"])]
@@ -17,11 +17,11 @@ import json
 import random
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sentidistill.errors import ConfigError
-from sentidistill.stages.quality import CHECKS
+from sentidistill.perspectives.checks import CHECKS
+from sentidistill.readers import read_document, yaml_files
 
 BUILTIN_DIR = Path(__file__).parent
 TEXT_SLOT = "{text}"
@@ -36,9 +36,9 @@ class Perspective(BaseModel):
     description: str = Field("", description="What the perspective asks for (docs and reports).")
     system: str | None = Field(None, description="Optional system message.")
     user: str = Field(..., description="User message; must contain {text}.")
-    max_new_tokens: int | None = Field(None, ge=1, description="Answer budget; None = knowdist.max_new_tokens.")
-    temperature: float | None = Field(None, ge=0, description="None = knowdist.temperature.")
-    top_p: float | None = Field(None, gt=0, le=1, description="None = knowdist.top_p.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Answer budget; None = generate.max_new_tokens.")
+    temperature: float | None = Field(None, ge=0, description="None = generate.temperature.")
+    top_p: float | None = Field(None, gt=0, le=1, description="None = generate.top_p.")
     check: str | None = Field(None, description=f"Output check, one of {sorted(CHECKS)}.")
 
     @model_validator(mode="after")
@@ -68,10 +68,7 @@ def did_you_mean(what: str, name: str, available: list[str]) -> str:
 
 
 def _read_file(path: Path) -> list[Perspective]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"knowdist.perspective_files: cannot read {path}: {e}") from None
+    data = read_document(path, "generate.perspective_files: perspective file")
     items = data if isinstance(data, list) else [data]
     out = []
     for i, item in enumerate(items):
@@ -86,24 +83,12 @@ def _read_file(path: Path) -> list[Perspective]:
     return out
 
 
-def _expand(files: list[str]) -> list[Path]:
-    paths: list[Path] = []
-    for f in files:
-        p = Path(f).expanduser()
-        if p.is_dir():
-            paths.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise ConfigError(f"knowdist.perspective_files: {f!r} does not exist (looked at {p.resolve()})")
-    return paths
-
-
 def load_registry(extra_files: list[str] | None = None) -> dict[str, Perspective]:
     """Built-in perspectives plus user files (files or folders of YAML); a duplicate name is an error."""
     registry: dict[str, Perspective] = {}
     origin: dict[str, Path] = {}
-    for path in [*sorted(BUILTIN_DIR.glob("*.yaml")), *_expand(extra_files or [])]:
+    extra = [p for f in extra_files or [] for p in yaml_files(f, "generate.perspective_files")]
+    for path in [*sorted(BUILTIN_DIR.glob("*.yaml")), *extra]:
         for p in _read_file(path):
             if p.name in registry:
                 raise ConfigError(
@@ -118,7 +103,7 @@ def select_perspectives(names: list[str], extra_files: list[str] | None = None) 
     registry = load_registry(extra_files)
     unknown = [n for n in names if n not in registry]
     if unknown:
-        raise ConfigError("knowdist.perspectives: " + "; ".join(did_you_mean("perspective", n, sorted(registry))
+        raise ConfigError("generate.perspectives: " + "; ".join(did_you_mean("perspective", n, sorted(registry))
                                                                 for n in unknown))
     return [registry[n] for n in names]
 

@@ -11,10 +11,8 @@ import io
 import math
 
 from sentidistill.evaluation.compare import Comparison, Scored, compare
+from sentidistill.layout import RunLayout
 from sentidistill.rundir import RunDir
-
-SUMMARY_MD = "eval/summary.md"
-COMPARISON_PNG = "eval/comparison.png"
 
 
 def comparison_chart(comp: Comparison) -> bytes:
@@ -62,7 +60,7 @@ def write_eval_report(rd: RunDir, comp: Comparison) -> list[str]:
     returns the run-dir-relative paths."""
     header = ["# SentiBench comparison", ""]
     for slug in comp.models:
-        rel = f"eval/{slug}/metrics.json"
+        rel = f"{RunLayout.eval(slug)}/metrics.json"
         if not rd.exists(rel):
             header.append(f"- **{slug}**: not scored yet")
             continue
@@ -70,6 +68,6 @@ def write_eval_report(rd: RunDir, comp: Comparison) -> list[str]:
         header.append(f"- **{slug}**: `{m['model_ref']}`, engine {m['engine']}, dtype {m['dtype']}, k {m['k_label']}, "
                       f"seeds {', '.join(map(str, m['seeds']))}, prompt {m['prompt_variant']}, "
                       f"items per task {m['limit'] or 'all'}")
-    rd.write_text(SUMMARY_MD, "\n".join(header) + "\n\n" + comp.markdown())
-    rd.write_bytes(COMPARISON_PNG, comparison_chart(comp))
-    return [SUMMARY_MD, COMPARISON_PNG]
+    rd.write_text(RunLayout.EVAL_SUMMARY, "\n".join(header) + "\n\n" + comp.markdown())
+    rd.write_bytes(RunLayout.EVAL_CHART, comparison_chart(comp))
+    return [RunLayout.EVAL_SUMMARY, RunLayout.EVAL_CHART]

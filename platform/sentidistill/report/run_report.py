@@ -12,13 +12,12 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
-from sentidistill.config import PipelineConfig, config_hash, dump_config
-from sentidistill.evaluation import compare
-from sentidistill.report import eval_report
-from sentidistill.rundir import Manifest, RunDir
+from sentidistill.config import PipelineConfig, dump_config
+from sentidistill.evaluation.compare import Comparison
+from sentidistill.layout import ICLDIST, KNOWDIST, REPORT, TRAIN_STAGES, RunLayout
+from sentidistill.rundir import RunDir
 
 SAMPLE_PERSPECTIVE_CHARS = 1200
-STAGE_FOLDERS = ["knowdist", "icldist", "train/knowdist", "train/icldist"]
 
 
 def _png(fig: Any) -> bytes:
@@ -35,8 +34,8 @@ def training_charts(rd: RunDir) -> list[str]:
     import matplotlib.pyplot as plt
 
     out = []
-    for stage in ("knowdist", "icldist"):
-        rel = f"train/{stage}/metrics.jsonl"
+    for stage in TRAIN_STAGES:
+        rel = RunLayout.metrics(stage)
         if not rd.exists(rel):
             continue
         rows = [json.loads(line) for line in rd.read_text(rel).splitlines() if line.strip()]
@@ -49,7 +48,7 @@ def training_charts(rd: RunDir) -> list[str]:
         ax2.plot([r["step"] for r in rows], [r.get("lr", 0.0) for r in rows], color="tab:orange")
         ax2.set(title=f"{stage}: learning rate", xlabel="optimizer step")
         fig.tight_layout()
-        rd.write_bytes(f"report/train_{stage}.png", _png(fig))
+        rd.write_bytes(RunLayout.report_file(f"train_{stage}.png"), _png(fig))
         plt.close(fig)
         out.append(f"train_{stage}.png")
     return out
@@ -68,7 +67,7 @@ def _read_parquet_rows(rd: RunDir, folder: str, limit_files: int = 4) -> list[di
 def teacher_samples(rd: RunDir) -> list[dict[str, str]]:
     """One kept teacher answer per perspective, with its user prompt."""
     seen: dict[str, dict[str, str]] = {}
-    for row in _read_parquet_rows(rd, "knowdist/data"):
+    for row in _read_parquet_rows(rd, RunLayout.data(KNOWDIST)):
         p = row.get("perspective") or "?"
         if p in seen:
             continue
@@ -83,7 +82,7 @@ def teacher_samples(rd: RunDir) -> list[dict[str, str]]:
 
 def student_samples(rd: RunDir, slug: str = "student-after", per_task: int = 2) -> list[dict[str, Any]]:
     """A few per-item predictions of the final student, per task."""
-    rel = f"eval/{slug}/predictions.jsonl"
+    rel = f"{RunLayout.eval(slug)}/predictions.jsonl"
     if not rd.exists(rel):
         return []
     counts: dict[str, int] = {}
@@ -108,16 +107,14 @@ def _short(value: Any, n: int = 160) -> str:
 
 
 def stage_rows(rd: RunDir) -> list[dict[str, Any]]:
-    from sentidistill.stages.pipeline import stage_states
-
-    return [{"stage": folder, "status": m.status, "seconds": m.timings.get("total_s", ""),
-             "finished": m.finished_at or ""} for folder, m in stage_states(rd.uri()) if folder != "report"]
+    return [{"stage": folder, "status": m.status, "seconds": "" if m.seconds is None else m.seconds,
+             "finished": m.finished_at or ""} for folder, m in RunLayout(rd).stage_states() if folder != REPORT]
 
 
 def data_counts(rd: RunDir) -> list[dict[str, Any]]:
     """Counts of the generation stages as small tables (QC rejections per reason included)."""
     blocks = []
-    for stage in ("knowdist", "icldist"):
+    for stage in (KNOWDIST, ICLDIST):
         m = rd.manifest(stage)
         if m is not None:
             blocks.append({"stage": stage, "tables": count_tables(m.counts)})
@@ -164,7 +161,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _markdown(ctx: dict[str, Any]) -> str:
-    lines = [f"# SentiDistill run report", "", f"Run directory `{ctx['run_dir']}`, generated {ctx['generated_at']}.",
+    lines = ["# SentiDistill run report", "", f"Run directory `{ctx['run_dir']}`, generated {ctx['generated_at']}.",
              "", "## Stages", "", "| stage | status | seconds |", "|---|---|---|"]
     lines += [f"| {s['stage']} | {s['status']} | {s['seconds']} |" for s in ctx["stages"]]
     lines += ["", "## SentiBench", "", ctx["sentibench_md"] or "_No evaluation results yet._", ""]
@@ -182,31 +179,23 @@ def _markdown(ctx: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(cfg: PipelineConfig, models: dict[str, str]) -> Manifest:
-    """Write report/index.html and report/report.md from whatever the run directory holds now."""
+def write(cfg: PipelineConfig, rd: RunDir, comp: Comparison | None) -> tuple[list[str], int]:
+    """Write report/index.html and report/report.md from whatever the run directory holds now and the
+    SentiBench comparison (`stages.evaluate.comparison`); returns (report-relative outputs, teacher samples)."""
     from jinja2 import Environment, select_autoescape
 
-    rd = RunDir(cfg.run_dir)
-    inputs = {f: m.fingerprint() for f in STAGE_FOLDERS + [f"eval/{s}" for s in models]
-              if (m := rd.manifest(f)) is not None and m.status == "complete"}
-    with rd.stage_run("report", config_hash(sorted(models.items())), inputs) as manifest:
-        slugs = [s for s in models if rd.manifest(f"eval/{s}") is not None]
-        comp = compare.build(rd, slugs, cfg.eval.reference) if slugs else None
-        charts = [f"../{p}" for p in eval_report.write_eval_report(rd, comp)] if comp else []
-        ctx = {
-            "run_dir": rd.uri(), "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "stages": stage_rows(rd), "data_counts": data_counts(rd), "training_charts": training_charts(rd),
-            "teacher_samples": teacher_samples(rd), "student_samples": student_samples(rd),
-            "config_yaml": dump_config(cfg),
-            "sentibench": {**(comp.as_dict() if comp else {"rows": []}),
-                           "charts": [c for c in charts if c.endswith(".png")]},
-            "sentibench_md": comp.markdown() if comp else "",
-        }
-        env = Environment(autoescape=select_autoescape(["html", "j2"]))
-        template = env.from_string(
-            resources.files("sentidistill.report").joinpath("templates/index.html.j2").read_text("utf-8"))
-        rd.write_text("report/index.html", template.render(**ctx))
-        rd.write_text("report/report.md", _markdown(ctx))
-        manifest.outputs = ["index.html", "report.md", *ctx["training_charts"]]
-        manifest.counts = {"models": len(slugs), "teacher_samples": len(ctx["teacher_samples"])}
-    return manifest
+    charts = [f"../{RunLayout.EVAL_CHART}"] if comp else []
+    ctx = {
+        "run_dir": rd.uri(), "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "stages": stage_rows(rd), "data_counts": data_counts(rd), "training_charts": training_charts(rd),
+        "teacher_samples": teacher_samples(rd), "student_samples": student_samples(rd),
+        "config_yaml": dump_config(cfg),
+        "sentibench": {**(comp.as_dict() if comp else {"rows": []}), "charts": charts},
+        "sentibench_md": comp.markdown() if comp else "",
+    }
+    env = Environment(autoescape=select_autoescape(["html", "j2"]))
+    template = env.from_string(
+        resources.files("sentidistill.report").joinpath("templates/index.html.j2").read_text("utf-8"))
+    rd.write_text(RunLayout.REPORT_HTML, template.render(**ctx))
+    rd.write_text(RunLayout.REPORT_MD, _markdown(ctx))
+    return ["index.html", "report.md", *ctx["training_charts"]], len(ctx["teacher_samples"])

@@ -19,6 +19,7 @@ from ray.serve import Application
 
 from sentidistill.config import PipelineConfig, load_config
 from sentidistill.errors import ConfigError, ModelNotFoundError
+from sentidistill.layout import RunLayout
 from sentidistill.rundir import RunDir, is_remote
 from sentidistill.serving.deployment import StudentModel
 from sentidistill.serving.ingress import AppSettings, Ingress
@@ -44,9 +45,7 @@ def _absolute(path: str) -> str:
 
 def final_student(cfg: PipelineConfig) -> str:
     """The run's last trained student (the pipeline's choice); a clear error if it was not trained yet."""
-    from sentidistill.stages.pipeline import final_student as pipeline_final_student
-
-    ref = pipeline_final_student(cfg, RunDir(_absolute(cfg.run_dir)))
+    ref = RunLayout(_absolute(cfg.run_dir)).final_student(cfg)
     if not RunDir(ref).exists("config.json"):
         raise ModelNotFoundError(f"serve.model is not set and the run has no trained student at {ref}; "
                                  "train it first (`sentidistill train CONFIG`) or pass --model")
@@ -82,9 +81,10 @@ def bind_app(settings: AppSettings) -> Application:
     cfg, s = settings.cfg, settings.cfg.serve
     engine_cfg = s.engine.model_copy(update={"model": settings.model_ref})
     runtime_env = {"runtime_env": s.runtime_env} if s.runtime_env else {}
-    model_options: dict[str, Any] = {"num_cpus": s.engine.num_cpus, "num_gpus": s.engine.num_gpus, **runtime_env}
-    if s.engine.accelerator_type:
-        model_options["accelerator_type"] = s.engine.accelerator_type
+    res = s.engine.resources
+    model_options: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, **runtime_env}
+    if res.accelerator_type:
+        model_options["accelerator_type"] = res.accelerator_type
     model_app = StudentModel.options(
         ray_actor_options=model_options,
         autoscaling_config=s.autoscaling.model_dump(),

@@ -3,7 +3,7 @@
 Two batched methods, one per engine operation: `score` (first-token label logits) and `generate`.
 Each batched unit is one HTTP request's work (its prompts), so concurrent requests share a forward
 pass. Engine calls run on one worker thread per replica (vLLM's `LLM` is not thread-safe) and are at
-most `engine.batch_size` prompts each: two generation batches may run at once and their calls take
+most `engine.resources.batch_size` prompts each: two generation batches may run at once and their calls take
 turns on the worker, so a long extraction holds a short completion back by one call at most, and
 scoring never waits for a whole generation batch. Before each call the batch drops the work of requests nobody waits for any more (the caller
 cancelled, or its timeout passed). Failures come back per request as data; a failed call is retried
@@ -97,7 +97,7 @@ class StudentModel:
                  batch_wait_timeout_s: float, engine_stall_s: float = 300.0, probe_timeout_s: float = 20.0):
         self.engine = build_engine(engine_cfg, cache_dir)
         self.name = engine_cfg.display_name
-        self.call_size = max(1, engine_cfg.batch_size)
+        self.call_size = max(1, engine_cfg.resources.batch_size)
         self.stall_s = engine_stall_s
         self.probe_timeout_s = probe_timeout_s
         self.call_started: float | None = None  # monotonic start of the engine call now running
@@ -176,7 +176,7 @@ class StudentModel:
 
     @serve.batch(max_concurrent_batches=GENERATE_CONCURRENT_BATCHES)
     async def _generate_batch(self, jobs: list[GenerateJob]) -> list[GenerateOutput]:
-        """Requests sorted by sampling params, in engine calls of engine.batch_size; gone jobs are skipped."""
+        """Requests sorted by sampling params, in engine calls of engine.resources.batch_size; gone jobs are skipped."""
         done: list[list[Completion | None]] = [[None] * len(job.requests) for job in jobs]
         pairs = sorted(((i, j) for i, job in enumerate(jobs) for j in range(len(job.requests))),
                        key=lambda ij: sampling_key(jobs[ij[0]].requests[ij[1]]))

@@ -26,7 +26,7 @@ class Endpoint:
 
     @property
     def base_url(self) -> str:
-        """OpenAI-style base URL (for `openai.OpenAI(base_url=...)` and `eval.engine.base_url`)."""
+        """OpenAI-style base URL (for `openai.OpenAI(base_url=...)` and `eval.engine.openai.base_url`)."""
         return f"{self.url}/v1"
 
     @property

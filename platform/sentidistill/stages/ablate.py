@@ -20,21 +20,24 @@ skips itself when its manifest is complete, so an interrupted ablation resumes w
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow.fs as pafs
 
 from sentidistill.config import PipelineConfig, config_hash
 from sentidistill.errors import ConfigError, StageInputError
+from sentidistill.evaluation import compare
+from sentidistill.evaluation.compare import Comparison
+from sentidistill.layout import ABLATE, ICLDIST, KNOWDIST, RunLayout
+from sentidistill.models import build_student_init
 from sentidistill.rundir import Manifest, RunDir
-from sentidistill.stages.pipeline import StepResult
+from sentidistill.stage_counts import AblateCounts, TrainCounts
+from sentidistill.stages.pipeline import StepResult, run_step
 
 log = logging.getLogger("sentidistill")
 
-ROOT = "ablate"
+ROOT = ABLATE
 REFERENCE = "student-before"
 VARIANTS = ("knowdist", "icldist", "knowdist-icldist", "gold")
 SUMMARY_MD, CHART_PNG = f"{ROOT}/summary.md", f"{ROOT}/comparison.png"
@@ -45,11 +48,12 @@ class AblationResult:
     run_dir: str
     steps: list[StepResult]
     models: dict[str, str] = field(default_factory=dict)
+    comparison: Comparison | None = None  # every variant against the reference (what summary.md holds)
 
 
 def check(cfg: PipelineConfig) -> None:
     """Every variant needs both kinds of data and both training stages of the base config."""
-    off = [name for name, on in (("knowdist.enabled", cfg.knowdist.enabled), ("icldist.enabled", cfg.icldist.enabled),
+    off = [name for name, on in (("generate.enabled", cfg.generate.enabled), ("icl.enabled", cfg.icl.enabled),
                                  ("train.knowdist.enabled", cfg.train.knowdist.enabled),
                                  ("train.icldist.enabled", cfg.train.icldist.enabled)) if not on]
     if off:
@@ -62,13 +66,13 @@ def variant_config(cfg: PipelineConfig, rd: RunDir, name: str, student: str,
     no KnowDist replay; `gold` answers the same prompts with gold labels and trains exactly `steps` steps."""
     data = cfg.model_dump(mode="json")
     data["run_dir"] = rd.uri(ROOT, name)
-    data["train"]["student"], data["train"]["init"] = student, None
+    data["train"]["model"]["student"], data["train"]["model"]["init"] = student, None
     data["train"]["knowdist"]["enabled"] = False
     data["train"]["icldist"]["replay_share"] = 0.0
     if name == "gold":
         if not steps:
             raise StageInputError("ablate gold: the KnowDist + ICLDist step count is unknown; train them first")
-        data["icldist"]["target"] = "gold"
+        data["icl"]["target"] = "gold"
         data["train"]["icldist"]["max_steps"] = steps
         data["train"]["icldist"]["epochs"] = float(steps)  # >= steps / steps_per_epoch: max_steps decides
     return PipelineConfig.model_validate(data)
@@ -77,11 +81,11 @@ def variant_config(cfg: PipelineConfig, rd: RunDir, name: str, student: str,
 def distilled_steps(rd: RunDir) -> int:
     """Optimizer steps of KnowDist + ICLDist in the base run (what the gold baseline gets)."""
     total = 0
-    for stage in ("train/knowdist", "train/icldist"):
+    for stage in (RunLayout.train(KNOWDIST), RunLayout.train(ICLDIST)):
         m = rd.manifest(stage)
         if m is None or m.status != "complete":
             raise StageInputError(f"ablate gold: {stage} in {rd.uri()} is not complete; it sets the step budget")
-        total += int(m.counts["steps"])
+        total += TrainCounts.of(m).steps
     return total
 
 
@@ -104,26 +108,19 @@ def share(src: RunDir, dst: RunDir, stage: str) -> bool:
 
 def models(cfg: PipelineConfig, rd: RunDir, student: str) -> dict[str, str]:
     """eval label -> model, in table order; the reference first."""
-    return {REFERENCE: student, "knowdist": rd.uri("train/knowdist/model"),
-            "icldist": rd.uri(ROOT, "icldist", "train/icldist/model"),
-            "knowdist-icldist": rd.uri("train/icldist/model"),
-            "gold": rd.uri(ROOT, "gold", "train/icldist/model")}
-
-
-def _finished(rd: RunDir, folders: list[str]) -> dict[str, str | None]:
-    out = {}
-    for f in folders:
-        m = rd.manifest(f)
-        out[f] = m.finished_at if m is not None and m.status == "complete" else None
-    return out
+    model = RunLayout.model
+    return {REFERENCE: student, "knowdist": rd.uri(model(KNOWDIST)),
+            "icldist": rd.uri(ROOT, "icldist", model(ICLDIST)),
+            "knowdist-icldist": rd.uri(model(ICLDIST)),
+            "gold": rd.uri(ROOT, "gold", model(ICLDIST))}
 
 
 def run(cfg: PipelineConfig, *, force: list[str] | None = None,
-        on_step: Callable[[StepResult], None] | None = None) -> AblationResult:
+        on_step: Callable[[StepResult], None] | None = None, rerun: str | None = None) -> AblationResult:
     """Shared stages, the two extra variants, one evaluation of every variant, the summary.
 
-    `force` names steps to redo (pipeline steps, 'icldist', 'gold', 'eval'). Call with a loaded config;
-    Ray is started here.
+    `force` names steps to redo (pipeline steps, 'icldist', 'gold', 'eval'); `rerun` is the command the
+    comparison's small-sample note points to. Each stage starts Ray when it has work.
     """
     from sentidistill.stages import evaluate, icl, pipeline, train
 
@@ -135,61 +132,50 @@ def run(cfg: PipelineConfig, *, force: list[str] | None = None,
     shared = pipeline.run(cfg, until="train-icldist", force=sorted(forced & set(pipeline.STEPS)), on_step=on_step)
     rd = RunDir(cfg.run_dir)
     steps = list(shared.steps)
-    student = cfg.train.student or train.build_init(cfg, rd)
+    student = cfg.train.model.student or build_student_init(cfg, rd)
 
-    def step(name: str, folders: list[str], where: RunDir, fn: Callable[[], Any]) -> None:
-        before, t0 = _finished(where, folders), time.perf_counter()
-        try:
-            fn()
-        except BaseException:
-            steps.append(StepResult(name, "failed", time.perf_counter() - t0, [where.uri(f) for f in folders]))
-            if on_step:
-                on_step(steps[-1])
-            raise
-        after = _finished(where, folders)
-        status = "skipped" if before == after and all(before.values()) else "ran"
-        steps.append(StepResult(name, status, time.perf_counter() - t0, [where.uri(f) for f in folders]))
-        if on_step:
-            on_step(steps[-1])
+    def step(name: str, folders: list[str], where: RunDir, fn: Callable[[], object]) -> None:
+        steps.append(run_step(name, folders, where, fn, on_step))
 
     only = variant_config(cfg, rd, "icldist", student)
     only_rd = RunDir(only.run_dir)
-    step("icldist: share data", ["icldist"], only_rd, lambda: share(rd, only_rd, "icldist"))
-    step("icldist: train", ["train/icldist"], only_rd,
+    step("icldist: share data", [ICLDIST], only_rd, lambda: share(rd, only_rd, ICLDIST))
+    step("icldist: train", [RunLayout.train(ICLDIST)], only_rd,
          lambda: train.run(only, "icldist", force="icldist" in forced))
     gold = variant_config(cfg, rd, "gold", student, distilled_steps(rd))
     gold_rd = RunDir(gold.run_dir)
-    step("gold: build data", ["icldist"], gold_rd, lambda: icl.run(gold, force="gold" in forced))
-    step("gold: train", ["train/icldist"], gold_rd, lambda: train.run(gold, "icldist", force="gold" in forced))
+    step("gold: build data", [ICLDIST], gold_rd, lambda: icl.run(gold, force="gold" in forced))
+    step("gold: train", [RunLayout.train(ICLDIST)], gold_rd, lambda: train.run(gold, "icldist", force="gold" in forced))
     targets = models(cfg, rd, student)
-    step("eval", [f"eval/{s}" for s in targets], rd,
+    step("eval", [RunLayout.eval(s) for s in targets], rd,
          lambda: evaluate.run(cfg, targets, force="eval" in forced))
-    step("summary", [ROOT], rd, lambda: summarise(cfg, rd, targets))
-    return AblationResult(rd.uri(), steps, targets)
+    comp = compare.build(rd, list(targets), REFERENCE, *([rerun] if rerun else []))
+    step("summary", [ROOT], rd, lambda: summarise(cfg, rd, targets, comp))
+    return AblationResult(rd.uri(), steps, targets, comp)
 
 
-def summarise(cfg: PipelineConfig, rd: RunDir, targets: dict[str, str]) -> Manifest:
+def summarise(cfg: PipelineConfig, rd: RunDir, targets: dict[str, str], comp: Comparison | None = None) -> Manifest:
     """ablate/summary.md and comparison.png: every variant with its interval and its paired difference to
     the undistilled student; the manifest records the variants, their models and step counts."""
-    from sentidistill.evaluation import compare
     from sentidistill.report.eval_report import comparison_chart
 
-    inputs = {f"eval/{s}": rd.stage_fingerprint(f"eval/{s}") for s in targets}
+    inputs = {RunLayout.eval(s): rd.stage_fingerprint(RunLayout.eval(s)) for s in targets}
     chash = config_hash(sorted(targets.items()))
     if rd.is_complete(ROOT, chash, inputs) and rd.exists(SUMMARY_MD):
         return rd.manifest(ROOT)  # type: ignore[return-value]
     with rd.stage_run(ROOT, chash, inputs) as manifest:
-        comp = compare.build(rd, list(targets), REFERENCE)
+        comp = comp or compare.build(rd, list(targets), REFERENCE)
         lines = ["# Ablation: distillation variants", ""]
         lines += [f"- **{s}**: `{ref}`" for s, ref in targets.items()]
         rd.write_text(SUMMARY_MD, "\n".join(lines) + "\n\n" + comp.markdown())
         rd.write_bytes(CHART_PNG, comparison_chart(comp))
-        steps = {}
-        for s, where in (("knowdist", "train/knowdist"), ("knowdist-icldist", "train/icldist"),
-                         ("icldist", f"{ROOT}/icldist/train/icldist"), ("gold", f"{ROOT}/gold/train/icldist")):
+        steps: dict[str, int | None] = {}
+        trained = RunLayout.train(ICLDIST)
+        for s, where in (("knowdist", RunLayout.train(KNOWDIST)), ("knowdist-icldist", trained),
+                         ("icldist", f"{ROOT}/icldist/{trained}"), ("gold", f"{ROOT}/gold/{trained}")):
             m = rd.manifest(where)
-            steps[s] = m.counts.get("steps") if m else None
-        manifest.counts = {"variants": len(targets), "steps": steps}
+            steps[s] = TrainCounts.of(m).steps if m else None
+        manifest.counts = AblateCounts(variants=len(targets), steps=steps).model_dump(mode="json")
         manifest.outputs = ["summary.md", "comparison.png"]
         manifest.extra = {"models": targets, "reference": REFERENCE, "table": comp.as_dict()}
     return manifest

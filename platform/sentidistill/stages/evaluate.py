@@ -20,11 +20,13 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sentidistill.config import EngineConfig, PipelineConfig, config_hash, dump_config
-from sentidistill.data.sentibench import load_split, split_path
+from sentidistill import console
+from sentidistill.config import EngineConfig, PipelineConfig, config_hash, dump_config, output_settings
+from sentidistill.engines import capabilities
 from sentidistill.engines.gen_config import context_length
 from sentidistill.engines.pool import map_batches_kwargs
 from sentidistill.errors import ConfigError, StageInputError
@@ -37,20 +39,24 @@ from sentidistill.evaluation.items import (
 )
 from sentidistill.evaluation.scoring import TOO_LONG
 from sentidistill.evaluation.udf import EvalUDF
-from sentidistill.models import default_cache_dir, remote_fingerprint, remote_kind, resolve_metadata, resolve_model
-from sentidistill.report.eval_report import model_chart
+from sentidistill.models import (
+    build_student_init, default_cache_dir, remote_fingerprint, remote_kind, resolve_metadata, resolve_model,
+)
+from sentidistill.evaluation import compare
+from sentidistill.evaluation.compare import Comparison
+from sentidistill.report.eval_report import model_chart, write_eval_report
+from sentidistill.layout import EVAL, RunLayout
 from sentidistill.rundir import Manifest, RunDir, fingerprint_path
+from sentidistill.runtime import start_ray
+from sentidistill.stage_counts import EvalCounts, EvalExtra
 from sentidistill.tasks import TaskSpec, load_registry
 from sentidistill.tasks.reference import scoring_mode
+from sentidistill.tasks.splits import load_split, split_path
 
 log = logging.getLogger("sentidistill")
 
-ROOT = "eval"
-# Engine settings that change speed or resources but not the predictions: outside every hash.
-RESOURCE_FIELDS = {"name", "model", "batch_size", "concurrency", "num_cpus", "num_gpus", "accelerator_type",
-                   "gpu_memory_utilization", "max_num_seqs", "cpu_kvcache_gb", "max_concurrent_requests",
-                   "timeout_s", "max_retries", "retry_backoff_s", "retry_max_backoff_s", "api_key_env",
-                   "enforce_eager"}
+# Not in any eval hash beyond speed-only settings: the model is fingerprinted on its own, the name is a label.
+HASH_EXCLUDED = {"name", "model"}
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _GENERIC = {"model", "models", "final", "hf", "export", "checkpoint"}
 
@@ -98,45 +104,46 @@ def served_engine(cfg: PipelineConfig) -> EngineConfig:
 
     /v1/score takes at most serve.max_texts prompts per request (a larger batch is a 422 on every
     call), so batches are capped there; the bearer key comes from serve.api_key_env unless
-    eval.engine.api_key_env names another variable.
+    eval.engine.openai.api_key_env names another variable.
     """
     engine, serve = cfg.eval.engine, cfg.serve
-    if engine.batch_size > serve.max_texts:
-        log.info("eval.engine.batch_size %d -> %d: the served /v1/score accepts at most serve.max_texts prompts "
-                 "per request", engine.batch_size, serve.max_texts)
-    return EngineConfig.model_validate({
-        **engine.model_dump(), "batch_size": min(engine.batch_size, serve.max_texts),
-        "api_key_env": engine.api_key_env or serve.api_key_env,
-    })
-
-
-# Where and on what a model runs, not how it is scored: a teacher keeps its own (a 70B model needs its
-# tensor-parallel node, not eval.engine's 1-GPU slot).
-TEACHER_PLACEMENT = ("num_gpus", "num_cpus", "accelerator_type", "tensor_parallel_size", "concurrency",
-                     "gpu_memory_utilization", "max_num_seqs", "cpu_kvcache_gb", "trust_remote_code")
+    batch = engine.resources.batch_size
+    if batch > serve.max_texts:
+        log.info("eval.engine.resources.batch_size %d -> %d: the served /v1/score accepts at most serve.max_texts "
+                 "prompts per request", batch, serve.max_texts)
+    update: dict[str, Any] = {"resources": engine.resources.model_copy(
+        update={"batch_size": min(batch, serve.max_texts)})}
+    if engine.openai is not None:
+        update["openai"] = engine.openai.model_copy(
+            update={"api_key_env": engine.openai.api_key_env or serve.api_key_env})
+    return engine.model_copy(update=update)
 
 
 def teacher_engine(cfg: PipelineConfig) -> EngineConfig:
-    """eval.engine's scoring settings on the teacher's resources (teacher.num_gpus, tensor_parallel_size, ...)."""
-    return cfg.eval.engine.model_copy(update={k: getattr(cfg.teacher, k) for k in TEACHER_PLACEMENT})
-
-
-def _norm(uri: str) -> str:
-    return uri.rstrip("/") if "://" in uri else str(Path(uri).expanduser().resolve())
+    """eval.engine's scoring settings where the teacher runs: a teacher keeps its own resources (but eval's
+    batch size), trust_remote_code and vllm section (a 70B model needs its tensor-parallel node, not
+    eval.engine's 1-GPU slot)."""
+    teacher, engine = cfg.teacher, cfg.eval.engine
+    resources = teacher.resources.model_copy(update={"batch_size": engine.resources.batch_size})
+    update: dict[str, Any] = {"resources": resources, "trust_remote_code": teacher.trust_remote_code}
+    if teacher.vllm is not None and engine.kind == teacher.kind:
+        update["vllm"] = teacher.vllm
+    return engine.model_copy(update=update)
 
 
 def model_inputs(cfg: PipelineConfig, rd: RunDir, ref: str) -> tuple[dict[str, str], Path | None]:
     """(input fingerprints, local folder): a model trained in this run is fingerprinted by its train
     manifest, any other local model by its files; an endpoint by its URL and served name only."""
     engine = cfg.eval.engine
-    if engine.kind == "openai":
-        return {"endpoint": config_hash(engine.base_url, ref)}, None
-    if engine.kind not in ("hf", "vllm"):
+    can = capabilities(engine.kind)
+    if not can.scores_labels:
         raise ConfigError(f"eval.engine.kind: {engine.kind!r} cannot score a model; use hf, vllm or openai")
+    if engine.openai is not None:  # an endpoint: identified by its URL and served name
+        return {"endpoint": config_hash(engine.openai.base_url, ref)}, None
     cache = default_cache_dir(cfg.cache_dir)
-    for stage in ("train/knowdist", "train/icldist"):
-        if _norm(ref) == _norm(rd.uri(stage, "model")):
-            return {stage: rd.stage_fingerprint(stage)}, resolve_metadata(ref, cache)
+    stage = RunLayout(rd).trained_stage(ref)
+    if stage is not None:
+        return {stage: rd.stage_fingerprint(stage)}, resolve_metadata(ref, cache)
     if remote_kind(ref):  # hub id or cloud folder: metadata only, the weights load on the engine's node
         return {"model": remote_fingerprint(ref)}, resolve_metadata(ref, cache)
     path = resolve_model(ref, cache)
@@ -153,7 +160,7 @@ def protocol(cfg: PipelineConfig, context: int | None = None) -> Protocol:
 
 def model_context(engine: EngineConfig, path: Path | None) -> int | None:
     """eval.engine.max_model_len, else the model's own context length (None for an endpoint)."""
-    if engine.max_model_len is not None or engine.kind == "openai" or path is None:
+    if engine.max_model_len is not None or not capabilities(engine.kind).loads_model or path is None:
         return engine.max_model_len
     return context_length(path)
 
@@ -161,7 +168,7 @@ def model_context(engine: EngineConfig, path: Path | None) -> int | None:
 def plan_parts(cfg: PipelineConfig, tasks: list[TaskSpec], model: dict[str, str],
                context: int | None = None) -> list[Part]:
     proto = protocol(cfg, context)
-    engine = cfg.eval.engine.model_dump(mode="json", exclude=RESOURCE_FIELDS)
+    engine = output_settings(cfg.eval.engine, exclude=HASH_EXCLUDED)
     parts = []
     for task in tasks:
         data = {s: fingerprint_path(split_path(task, s, cfg.data_dir, cfg.cache_dir)) for s in ("train", "test")}
@@ -225,12 +232,15 @@ def _score(cfg: PipelineConfig, engine: EngineConfig, rd: RunDir, stage: str, to
             EvalUDF, fn_constructor_kwargs={"engine_cfg": engine, "cache_dir": cfg.cache_dir},
             batch_format="pyarrow", udf_modifying_row_count=False, **map_batches_kwargs(engine),
         )
+        scored = 0
         for batch in ds.iter_batches(batch_size=256, batch_format="pyarrow"):
             for out in batch.to_pylist():
                 got = pending[out["part"]]
                 got[out["idx"]] = out
                 if len(got) == len(items[out["part"]]):
                     finish(out["part"])
+            scored += batch.num_rows
+            console.update(scored, len(run_items), note=f"{stage} items")  # the stage line
     stats["score_s"] = round(time.perf_counter() - t0, 3)
     return stats
 
@@ -294,12 +304,12 @@ def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: 
 
     engine_cfg: where this model runs (default eval.engine); scores and hashes follow eval.engine either way.
     """
-    stage = f"{ROOT}/{slug}"
+    stage = RunLayout.eval(slug)
     tasks = [t.model_copy(update={"scoring": scoring_mode(t, cfg.eval.scoring)}) for t in tasks]  # one mode each
     engine = model_engine(engine_cfg or cfg.eval.engine, ref)
     inputs, path = model_inputs(cfg, rd, ref)
     chash = config_hash(cfg.eval.model_dump(mode="json", exclude={"models", "engine", "reference"}),
-                        cfg.eval.engine.model_dump(mode="json", exclude=RESOURCE_FIELDS), ref,
+                        output_settings(cfg.eval.engine, exclude=HASH_EXCLUDED), ref,
                         [t.fingerprint() for t in tasks])
     context = model_context(cfg.eval.engine, path)
     parts = plan_parts(cfg, tasks, inputs, context)
@@ -310,12 +320,11 @@ def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: 
         return done
     data = {} if data is None else data
     with rd.stage_run(stage, chash, inputs, dump_config(cfg)) as manifest:
-        for leftover in rd.list_files(f"{stage}/parts"):  # temp files of writes killed before their rename
-            if ".tmp-" in leftover:
-                rd.delete(f"{stage}/parts/{leftover}")
+        RunLayout(rd).drop_partial_writes(f"{stage}/parts")
         log.info("eval/%s: %d of %d (task, seed) parts to score", slug, len(missing), len(parts))
         stats: dict[str, Any] = {"parts_scored": 0, "items_scored": 0, "errors": 0, "error_samples": []}
         if missing:
+            start_ray(cfg)
             need = list({p.task.name: p.task for p in missing}.values())
             tokenizer = _tokenizer(path, engine)
             if tokenizer is not None:
@@ -327,18 +336,18 @@ def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: 
         metrics = _write_outputs(cfg, rd, stage, slug, ref, parts, tasks, benchmark, chash, data, context)
         absent = [p.name for p in parts if not rd.exists(stage, p.rel)]
         sb = metrics["sentibench"]
-        manifest.counts = {
-            "tasks": len(tasks), "seeds": len(cfg.eval.seeds), "parts": len(parts), "missing_parts": len(absent),
-            "parts_scored_this_run": stats["parts_scored"], "items_scored_this_run": stats["items_scored"],
-            "errors": stats["errors"], "items": sum(metrics["items_per_task"].values()),
-            "sentibench": round(sb["score"], 2) if sb else None,
-            "prompts_too_long": sum(v for v in metrics["prompts_too_long"].values() if v),
-        }
+        manifest.counts = EvalCounts(
+            tasks=len(tasks), seeds=len(cfg.eval.seeds), parts=len(parts), missing_parts=len(absent),
+            parts_scored_this_run=stats["parts_scored"], items_scored_this_run=stats["items_scored"],
+            errors=stats["errors"], items=sum(metrics["items_per_task"].values()),
+            sentibench=round(sb["score"], 2) if sb else None,
+            prompts_too_long=sum(v for v in metrics["prompts_too_long"].values() if v),
+        ).dump()
         manifest.outputs = ["predictions.jsonl", "metrics.json", "metrics.md", "scores.png", "bootstrap.npz",
                             *(p.rel for p in parts)]
         manifest.timings["score_s"] = stats.get("score_s", 0.0)
-        manifest.extra = {"model": ref, "engine": engine.kind, "missing": absent,
-                          "error_samples": stats["error_samples"]}
+        manifest.extra = EvalExtra(model=ref, engine=engine.kind, missing=absent,
+                                   error_samples=stats["error_samples"]).dump()
     if absent:
         log.warning("eval/%s: %d parts have no result yet (%d engine errors, e.g. %s); run the same command again "
                     "to score them", slug, len(absent), stats["errors"], stats["error_samples"][:1])
@@ -346,12 +355,12 @@ def evaluate_model(cfg: PipelineConfig, rd: RunDir, slug: str, ref: str, tasks: 
 
 
 def run(cfg: PipelineConfig, models: dict[str, str] | list[str] | None = None, *,
-        force: bool = False, engines: dict[str, EngineConfig] | None = None) -> list[Manifest]:
-    """Score each model on the selected tasks into `<run_dir>/eval/<slug>/`; one manifest per model.
+        force: bool = False, engines: dict[str, EngineConfig] | None = None) -> Manifest:
+    """Score each model on the selected tasks into `<run_dir>/eval/<slug>/`; one manifest per model in `.parts`.
 
     `models` maps a label (the folder name) to a reference, or lists references ('label=ref' allowed);
-    None = `cfg.eval.models`. Call `runtime.init_ray(cfg.ray)` first.
-    >>> run(cfg, {"teacher": "smollm2-135m-instruct", "student-after": "runs/local/train/icldist/model"})
+    None = `cfg.eval.models`. Starts Ray (or joins it) when a model needs scoring.
+    >>> run(cfg, {"teacher": "smollm2-135m-instruct", "student-after": "runs/local/train/icldist/model"}).parts
     """
     targets = parse_models(cfg.eval.models if models is None else models)
     if not targets:
@@ -361,8 +370,60 @@ def run(cfg: PipelineConfig, models: dict[str, str] | list[str] | None = None, *
     rd = RunDir(cfg.run_dir)
     data: dict[str, TaskInputs] = {}
     engines = engines or {}
-    return [evaluate_model(cfg, rd, slug, ref, tasks, registry.benchmark(), force, data, engines.get(slug))
-            for slug, ref in targets.items()]
+    return Manifest.combine(EVAL, [evaluate_model(cfg, rd, slug, ref, tasks, registry.benchmark(), force, data,
+                                                  engines.get(slug)) for slug, ref in targets.items()])
 
 
-__all__ = ["evaluate_model", "model_engine", "parse_models", "plan_parts", "run", "served_engine", "slugify"]
+def pipeline_models(cfg: PipelineConfig) -> dict[str, str]:
+    """Teacher, student before training, student after: the side-by-side `run` scores and reports."""
+    rd = RunDir(cfg.run_dir)
+    models: dict[str, str] = {}
+    if capabilities(cfg.teacher.kind).loads_model and cfg.teacher.model:
+        models["teacher"] = cfg.teacher.model
+    models["student-before"] = cfg.train.model.student or build_student_init(cfg, rd)
+    models["student-after"] = RunLayout(rd).final_student(cfg)
+    return models
+
+
+def scored(rd: RunDir, slugs: list[str]) -> list[str]:
+    """The labels among `slugs` that have an evaluation folder (complete or partly scored)."""
+    return [s for s in slugs if rd.manifest(RunLayout.eval(s)) is not None]
+
+
+def comparison(cfg: PipelineConfig, slugs: list[str], rerun: str | None = None) -> Comparison | None:
+    """The SentiBench table of the scored models among `slugs` (None: none scored yet), written as
+    eval/summary.md and eval/comparison.png; the CLI prints and the report shows this same table.
+
+    `rerun`: the command the small-sample note points to."""
+    rd = RunDir(cfg.run_dir)
+    have = scored(rd, slugs)
+    if not have:
+        return None
+    comp = compare.build(rd, have, cfg.eval.reference, *([rerun] if rerun else []))
+    write_eval_report(rd, comp)
+    return comp
+
+
+@dataclass
+class EvalResult:
+    """What `sentidistill eval` shows: one manifest per model (`manifest.parts`) and their comparison."""
+
+    manifest: Manifest
+    comparison: Comparison | None
+    written: list[str]  # URIs of eval/summary.md and eval/comparison.png
+
+
+def score(cfg: PipelineConfig, models: list[str] | None = None, *, force: bool = False, endpoint: bool = False,
+          rerun: str | None = None) -> EvalResult:
+    """Score the models, then compare them; `endpoint`: the models are served by our own app at
+    eval.engine.openai.base_url, so its request cap (serve.max_texts) and key (serve.api_key_env) apply."""
+    if endpoint:
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"engine": served_engine(cfg)})})
+    manifest = run(cfg, models, force=force)
+    comp = comparison(cfg, [m.stage.removeprefix(f"{EVAL}/") for m in manifest.parts], rerun)
+    rd = RunDir(cfg.run_dir)
+    return EvalResult(manifest, comp, [rd.uri(RunLayout.EVAL_SUMMARY), rd.uri(RunLayout.EVAL_CHART)] if comp else [])
+
+
+__all__ = ["EvalResult", "comparison", "evaluate_model", "model_engine", "parse_models", "pipeline_models",
+           "plan_parts", "run", "score", "scored", "served_engine", "slugify"]

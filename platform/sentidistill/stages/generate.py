@@ -8,7 +8,7 @@ done ids meet in the same `groupby` bucket by source id) -> `map_batches(Generat
 actor pool of teacher engines -> QC and Parquet parts written by sink tasks -> manifest from
 counts aggregated by Ray Data. The driver never holds corpus rows, prompts or answers.
 
-Writing (`stages.outputs`, shared with ICLDist): sink tasks take `knowdist.rows_per_part`
+Writing (`generation.outputs`, shared with ICLDist): sink tasks take `generate.rows_per_part`
 answered rows at a time and write them as one atomic Parquet part per folder (data/ for qc ==
 "kept", filtered/ for the rest) through RunDir (temp file + rename locally, one object on
 s3/gs). A kill loses at most the chunks in flight; a row id lives in exactly one part, so a rerun
@@ -17,7 +17,7 @@ not written (the next run retries them); they are counted and logged, and the st
 instead of skipped while any pair is missing.
 
 Rule for changed configs: the stage hash covers what changes answers (teacher model and engine
-settings, corpus, knowdist incl. the perspective templates; not resources such as concurrency).
+settings, corpus, the generate section incl. the perspective templates; not resources such as concurrency).
 If `knowdist/` belongs to another hash or other input files, or `force` is set, the old folder
 is moved aside to `knowdist.prev-<hash>/` and generation starts fresh: computed work is never
 mixed with answers to different prompts, and never deleted.
@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from sentidistill.config import CorpusSource, KnowDistConfig, PipelineConfig, config_hash, dump_config
+from sentidistill.config import GenerateConfig, PipelineConfig, config_hash, dump_config, output_settings
 from sentidistill.data.corpus import (
-    corpus_specs, fingerprint_sources, prepare_corpus, replay_spec, resolve_source, resolve_sources,
+    corpus_specs, fingerprint_sources, prepare_corpus, replay_files, replay_spec, resolve_sources,
     shuffle_partitions,
 )
 from sentidistill.data.locate import resolve_data_path
@@ -47,11 +47,13 @@ from sentidistill.engines.base import render_messages
 from sentidistill.errors import ConfigError, StageInputError
 from sentidistill.perspectives import Perspective, sample_for_text, select_perspectives
 from sentidistill.rundir import Manifest, RunDir, fingerprint_path
-from sentidistill.stages.outputs import ROW_SCHEMA  # noqa: F401  (re-exported: the shared artifact schema)
-from sentidistill.stages.outputs import (
-    DATA, FILTERED, RESOURCE_FIELDS, StageFolder, generate_parts, pair_id, part_stamp, part_uris, tally,
+from sentidistill.runtime import start_ray
+from sentidistill.stage_counts import KnowDistCounts
+from sentidistill.generation.outputs import ROW_SCHEMA  # noqa: F401  (re-exported: the shared artifact schema)
+from sentidistill.generation.outputs import (
+    DATA, FILTERED, StageFolder, generate_parts, pair_id, part_stamp, part_uris, tally,
 )
-from sentidistill.stages.quality import KEPT, QualityFilter
+from sentidistill.generation.quality import KEPT, QualityFilter
 
 if TYPE_CHECKING:
     import ray.data
@@ -75,13 +77,13 @@ _BUCKETS = 256
 
 def stage_hash(cfg: PipelineConfig, perspectives: list[Perspective]) -> str:
     return config_hash(
-        cfg.teacher.model_dump(mode="json", exclude=RESOURCE_FIELDS), cfg.corpus,
-        cfg.knowdist.model_dump(mode="json", exclude={"rows_per_part", "enabled"}),
+        output_settings(cfg.teacher), cfg.corpus,
+        cfg.generate.model_dump(mode="json", exclude={"rows_per_part", "enabled"}),
         [p.model_dump(mode="json") for p in perspectives],
     )
 
 
-def build_work(rows: list[dict[str, Any]], perspectives: list[Perspective], kd: KnowDistConfig) -> list[dict[str, Any]]:
+def build_work(rows: list[dict[str, Any]], perspectives: list[Perspective], kd: GenerateConfig) -> list[dict[str, Any]]:
     """One prompt row per (text, sampled perspective), in corpus order."""
     by_name = {p.name: p for p in perspectives}
     work = []
@@ -103,7 +105,7 @@ def build_work(rows: list[dict[str, Any]], perspectives: list[Perspective], kd: 
 
 
 # -- work rows, built and resumed on Ray Data -------------------------------------------------------------
-def work_batch(batch: pa.Table, perspectives: list[Perspective], kd: KnowDistConfig) -> pa.Table:
+def work_batch(batch: pa.Table, perspectives: list[Perspective], kd: GenerateConfig) -> pa.Table:
     """Corpus rows (and, when resuming, the done ids of the same bucket) -> the prompt rows still to answer."""
     rows = batch.to_pylist()
     done = {r["done_id"] for r in rows if r.get("done_id")}
@@ -135,7 +137,7 @@ def _read_parquet(rd: RunDir, paths: str | list[str], columns: list[str]) -> ray
                                  filesystem=rd.fs if rd.remote else None).select_columns(columns)
 
 
-def pending_work(folder: StageFolder, perspectives: list[Perspective], kd: KnowDistConfig) -> ray.data.Dataset:
+def pending_work(folder: StageFolder, perspectives: list[Perspective], kd: GenerateConfig) -> ray.data.Dataset:
     """Prompt rows of every (text, perspective) pair not yet in data/ or filtered/, as a lazy Dataset.
 
     Resume is an anti-join on the workers: corpus rows and done ids are hash-grouped by source id, and
@@ -151,7 +153,7 @@ def pending_work(folder: StageFolder, perspectives: list[Perspective], kd: KnowD
         work_batch, fn_kwargs=fn_kwargs, batch_format="pyarrow")
 
 
-def _pairs_of(source_ids: list[str], names: list[str], kd: KnowDistConfig) -> dict[str, int]:
+def _pairs_of(source_ids: list[str], names: list[str], kd: GenerateConfig) -> dict[str, int]:
     """Prompts per perspective that these texts get (counted while the corpus is written)."""
     return dict(Counter(n for sid in source_ids for n in sample_for_text(names, kd.per_text, kd.seed, sid)))
 
@@ -166,16 +168,14 @@ def prepare(cfg: PipelineConfig, rd: RunDir, names: list[str]) -> dict[str, Any]
         return rd.read_json(f"{STAGE}/{CORPUS_COUNTS}")
     for rel in (CORPUS, REJECTED):
         rd.delete(f"{STAGE}/{rel}")
-    if cfg.teacher.kind == "replay":
-        replay = cfg.teacher.replay
-        assert replay is not None  # EngineConfig's validator guarantees it for kind 'replay'
-        src = CorpusSource(path=replay.path, text_column=replay.text_column, id_column=replay.id_column)
-        files, specs, dedup = resolve_source(0, src, cfg.data_dir, cfg.cache_dir), [replay_spec(replay)], False
+    replay = cfg.teacher.replay  # set for kind replay only: the texts are the replay file's rows
+    if replay is not None:
+        files, specs, dedup = replay_files(replay, cfg.data_dir, cfg.cache_dir), [replay_spec(replay)], False
     else:
         files, specs = resolve_sources(cfg.corpus, cfg.data_dir, cfg.cache_dir), corpus_specs(cfg.corpus)
         dedup = cfg.corpus.dedup
     counts = prepare_corpus(files, specs, dedup, rd.uri(), f"{STAGE}/{CORPUS}", f"{STAGE}/{REJECTED}", part_stamp(),
-                            functools.partial(_pairs_of, names=names, kd=cfg.knowdist))
+                            functools.partial(_pairs_of, names=names, kd=cfg.generate))
     rd.write_json(f"{STAGE}/{CORPUS_COUNTS}", counts)
     return counts
 
@@ -183,12 +183,12 @@ def prepare(cfg: PipelineConfig, rd: RunDir, names: list[str]) -> dict[str, Any]
 # -- generation ------------------------------------------------------------------------------------
 def _generate(cfg: PipelineConfig, todo: ray.data.Dataset, folder: StageFolder) -> dict[str, Any]:
     """Run the missing pairs through the engine pool; sink tasks write each finished chunk as it arrives."""
-    qc = QualityFilter(cfg.knowdist.quality)
+    qc = QualityFilter(cfg.generate.quality)
 
     def finish(row: dict[str, Any]) -> None:
         row["qc"] = qc.verdict(row["response"], row["finish_reason"], row["check"])
 
-    return generate_parts(folder, todo, cfg.teacher, cfg.cache_dir, cfg.data_dir, cfg.knowdist.rows_per_part, finish)
+    return generate_parts(folder, todo, cfg.teacher, cfg.cache_dir, cfg.data_dir, cfg.generate.rows_per_part, finish)
 
 
 def _summarise(tallies: list[dict[str, Any]], names: list[str], corpus: dict[str, Any],
@@ -220,33 +220,34 @@ def _summarise(tallies: list[dict[str, Any]], names: list[str], corpus: dict[str
 
 def _plan(cfg: PipelineConfig) -> tuple[list[str], dict[str, str]]:
     """(perspective names, input fingerprints): replay answers belong to one perspective and one file."""
-    if cfg.teacher.kind == "replay":
-        assert cfg.teacher.replay is not None
-        path = resolve_data_path(cfg.teacher.replay.path, cfg.data_dir, cfg.cache_dir)
-        return [cfg.teacher.replay.perspective], {"teacher.replay.path": fingerprint_path(path)}
+    replay = cfg.teacher.replay
+    if replay is not None:
+        path = resolve_data_path(replay.path, cfg.data_dir, cfg.cache_dir)
+        return [replay.perspective], {"teacher.replay.path": fingerprint_path(path)}
     if not cfg.corpus.sources:
         raise ConfigError("corpus.sources is empty: list at least one file or dataset of texts")
-    return cfg.knowdist.perspectives, fingerprint_sources(resolve_sources(cfg.corpus, cfg.data_dir, cfg.cache_dir))
+    return cfg.generate.perspectives, fingerprint_sources(resolve_sources(cfg.corpus, cfg.data_dir, cfg.cache_dir))
 
 
 def run(cfg: PipelineConfig, *, force: bool = False) -> Manifest:
     """Generate the KnowDist data set into `<run_dir>/knowdist/`; a finished run returns its manifest.
 
-    >>> manifest = run(load_config("jobs/configs/local.yaml"))   # after runtime.init_ray(cfg.ray)
-    >>> manifest.counts["kept"], manifest.counts["qc"]
+    >>> manifest = run(load_config("jobs/configs/local.yaml"))   # starts (or joins) Ray when there is work
+    >>> KnowDistCounts.of(manifest).kept, KnowDistCounts.of(manifest).qc
     """
-    kd = cfg.knowdist
+    kd = cfg.generate
     if not kd.enabled:
-        raise ConfigError("knowdist.enabled is false: the generate stage is switched off in this config")
+        raise ConfigError("generate.enabled is false: the generate stage is switched off in this config")
     rd = RunDir(cfg.run_dir)
     names, inputs = _plan(cfg)
     perspectives = select_perspectives(names, kd.perspective_files)
     chash = stage_hash(cfg, perspectives)
     done = rd.manifest(STAGE)
-    if not force and rd.is_complete(STAGE, chash, inputs) and done is not None and done.counts.get("missing") == 0:
+    if not force and rd.is_complete(STAGE, chash, inputs) and done is not None and KnowDistCounts.of(done).missing == 0:
         log.info("knowdist: complete for this config and corpus (%s); nothing to do", rd.uri(STAGE))
         return done
 
+    start_ray(cfg)
     folder = StageFolder(rd, STAGE)
     folder.set_aside(chash, inputs, force)
     with rd.stage_run(STAGE, chash, inputs, dump_config(cfg)) as manifest:

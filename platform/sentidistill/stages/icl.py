@@ -5,12 +5,12 @@ complete -> leakage index of every registered task's test split -> pools (train 
 test sentence dropped) -> prompts (`icl.builder`) -> leakage guard over every prompt and gold
 target, BEFORE any teacher call -> subtract ids already in `icldist/data` + `icldist/filtered`
 -> gold-target rows written directly, teacher rows through the KnowDist engine pool and writer
-(`stages.outputs`) with `icl.targets.Judge` as QC -> manifest with counts per task and variant.
+(`generation.outputs`) with `icl.targets.Judge` as QC -> manifest with counts per task and variant.
 
-Targets (icldist.target): `teacher` (distillation), `gold` (no engine call at all),
+Targets (icl.target): `teacher` (distillation), `gold` (no engine call at all),
 `teacher_agree_gold` (teacher answers kept only where they agree with gold; the others go to
 filtered/ with qc 'disagrees_with_gold'). A changed config or input moves the old folder to
-`icldist.prev-<hash>/` (see `stages.outputs`).
+`icldist.prev-<hash>/` (see `generation.outputs`).
 """
 
 from __future__ import annotations
@@ -20,18 +20,21 @@ import json
 import logging
 from typing import Any
 
-from sentidistill.config import PipelineConfig, config_hash, dump_config
+from sentidistill.config import PipelineConfig, config_hash, dump_config, output_settings
+from sentidistill.engines import capabilities
 from sentidistill.data.locate import resolve_data_path
-from sentidistill.data.sentibench import split_path
 from sentidistill.errors import ConfigError
+from sentidistill.generation.outputs import StageFolder, generate_parts, part_stamp
 from sentidistill.icl import builder
 from sentidistill.icl.builder import Item, Pool
 from sentidistill.icl.leakage import LeakageGuard
 from sentidistill.icl.summary import COLUMNS, summarise
 from sentidistill.icl.targets import Judge, gold_row
 from sentidistill.rundir import Manifest, RunDir, fingerprint_path
-from sentidistill.stages.outputs import RESOURCE_FIELDS, StageFolder, generate_parts, part_stamp
+from sentidistill.runtime import start_ray
+from sentidistill.stage_counts import ICLDistCounts
 from sentidistill.tasks import TaskRegistry, TaskSpec, load_registry
+from sentidistill.tasks.splits import split_path
 
 log = logging.getLogger("sentidistill")
 
@@ -40,8 +43,8 @@ STAGE = "icldist"
 
 def stage_hash(cfg: PipelineConfig, tasks: list[TaskSpec]) -> str:
     """What changes the rows: the teacher (not for gold targets), icldist settings, task definitions."""
-    icl = cfg.icldist
-    teacher = "gold" if icl.target == "gold" else cfg.teacher.model_dump(mode="json", exclude=RESOURCE_FIELDS)
+    icl = cfg.icl
+    teacher = "gold" if icl.target == "gold" else output_settings(cfg.teacher)
     return config_hash(teacher, icl.model_dump(mode="json", exclude={"enabled", "rows_per_part"}),
                        [t.fingerprint() for t in tasks])
 
@@ -54,7 +57,7 @@ def stage_inputs(cfg: PipelineConfig, registry: TaskRegistry, tasks: list[TaskSp
     inputs = {f"{t.name}.train": fp(t, "train") for t in tasks}
     tests = json.dumps({t.name: fp(t, "test") for t in registry})
     inputs["tests"] = hashlib.sha256(tests.encode()).hexdigest()[:16]
-    for i, path in enumerate(cfg.icldist.general_data):
+    for i, path in enumerate(cfg.icl.general_data):
         inputs[f"general_data[{i}]"] = fingerprint_path(resolve_data_path(path, cfg.data_dir, cfg.cache_dir))
     return inputs
 
@@ -62,7 +65,7 @@ def stage_inputs(cfg: PipelineConfig, registry: TaskRegistry, tasks: list[TaskSp
 def build_items(cfg: PipelineConfig, registry: TaskRegistry, tasks: list[TaskSpec],
                 guard: LeakageGuard) -> tuple[list[Item], dict[str, Pool], dict[str, int]]:
     """Every prompt of the build (task rows, then general rows) with the pools and wanted counts."""
-    icl = cfg.icldist
+    icl = cfg.icl
     wanted = builder.task_counts(tasks, icl)
     pools: dict[str, Pool] = {}
     items: list[Item] = []
@@ -81,13 +84,13 @@ def build_items(cfg: PipelineConfig, registry: TaskRegistry, tasks: list[TaskSpe
 
 def uses_gold(cfg: PipelineConfig, item: Item) -> bool:
     """Gold target: always with target gold; for general rows also with teacher_agree_gold (free text)."""
-    target = cfg.icldist.target
+    target = cfg.icl.target
     return target == "gold" or (target == "teacher_agree_gold" and item.task is None)
 
 
 def work_row(cfg: PipelineConfig, item: Item) -> dict[str, Any]:
     """The row in the shared generation schema plus the sampling columns GenerateUDF reads."""
-    icl = cfg.icldist
+    icl = cfg.icl
     return {
         "id": item.id, "source_id": item.source_id, "stage": STAGE, "perspective": item.perspective,
         "variant": item.variant_key, "messages": None, "prompt": item.prompt, "gold": item.gold,
@@ -101,7 +104,7 @@ def work_row(cfg: PipelineConfig, item: Item) -> dict[str, Any]:
 
 def _write_gold(cfg: PipelineConfig, folder: StageFolder, items: list[Item]) -> None:
     rows = [gold_row(work_row(cfg, it), it) for it in items]
-    stamp, size = part_stamp(), cfg.icldist.rows_per_part
+    stamp, size = part_stamp(), cfg.icl.rows_per_part
     for seq, start in enumerate(range(0, len(rows), size)):
         folder.write_rows(rows[start:start + size], f"part-{stamp}-gold-{seq:05d}")
 
@@ -109,21 +112,21 @@ def _write_gold(cfg: PipelineConfig, folder: StageFolder, items: list[Item]) -> 
 def run(cfg: PipelineConfig, *, force: bool = False) -> Manifest:
     """Build the ICLDist data set into `<run_dir>/icldist/`; a finished build returns its manifest.
 
-    >>> manifest = run(load_config("jobs/configs/local.yaml"))   # after runtime.init_ray(cfg.ray)
-    >>> manifest.counts["per_task"]["sst2"], manifest.counts["agreement"]
+    >>> manifest = run(load_config("jobs/configs/local.yaml"))   # starts (or joins) Ray when the teacher is asked
+    >>> ICLDistCounts.of(manifest).per_task["sst2"], ICLDistCounts.of(manifest).agreement
     """
-    icl = cfg.icldist
+    icl = cfg.icl
     if not icl.enabled:
-        raise ConfigError("icldist.enabled is false: the build-icl stage is switched off in this config")
-    if icl.target != "gold" and cfg.teacher.kind == "replay":
-        raise ConfigError("icldist.target: the replay teacher only holds KnowDist answers, it cannot answer "
+        raise ConfigError("icl.enabled is false: the icl stage is switched off in this config")
+    if icl.target != "gold" and not capabilities(cfg.teacher.kind).answers_any_prompt:
+        raise ConfigError("icl.target: the replay teacher only holds KnowDist answers, it cannot answer "
                           "few-shot prompts; use a model teacher (teacher.kind hf/vllm/openai) or target: gold")
     registry = load_registry(cfg)
     tasks = builder.select_tasks(icl, registry)
     rd = RunDir(cfg.run_dir)
     inputs, chash = stage_inputs(cfg, registry, tasks), stage_hash(cfg, tasks)
     done = rd.manifest(STAGE)
-    if not force and rd.is_complete(STAGE, chash, inputs) and done is not None and done.counts.get("missing") == 0:
+    if not force and rd.is_complete(STAGE, chash, inputs) and done is not None and ICLDistCounts.of(done).missing == 0:
         log.info("icldist: complete for this config and these inputs (%s); nothing to do", rd.uri(STAGE))
         return done
 
@@ -142,7 +145,8 @@ def run(cfg: PipelineConfig, *, force: bool = False) -> Manifest:
                  len(items), len(pools), len(items) - len(todo), len(gold), len(ask))
         _write_gold(cfg, folder, gold)
         stats: dict[str, Any] = {"generated": 0, "errors": 0, "error_samples": []}
-        if ask:
+        if ask:  # gold targets need no engine, hence no Ray
+            start_ray(cfg)
             judge = Judge(icl, guard, {it.id: it for it in ask})
             stats = generate_parts(folder, [work_row(cfg, it) for it in ask], cfg.teacher, cfg.cache_dir,
                                    cfg.data_dir, icl.rows_per_part, judge)

@@ -1,25 +1,27 @@
 """`sentidistill run`: every stage in order, in one Ray job, each skipped when already complete.
 
-generate -> build-icl -> train-knowdist -> train-icldist -> eval (teacher, student before and
-after) -> report [-> serve]. The pipeline adds no logic of its own to any stage: it calls each
-stage's `run()`, which decides from its manifest whether there is work left. That is what makes
-an interrupted run resumable: rerun the same command and finished stages are skipped.
+The pipeline is the ordered list `PIPELINE` of steps (name, folders, enabled-when, run): generate
+-> build-icl -> train-knowdist -> train-icldist -> eval (teacher, student before and after) ->
+report. It adds no logic of its own to any stage: each step calls a stage's `run(cfg, force=...)`,
+which decides from its manifest whether there is work left (and starts Ray when there is). That
+is what makes an interrupted run resumable: rerun the same command and finished stages are skipped.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from sentidistill import console
 from sentidistill.config import PipelineConfig, dump_config
 from sentidistill.errors import ConfigError
+from sentidistill.layout import EVAL, ICLDIST, KNOWDIST, REPORT, RunLayout
 from sentidistill.rundir import Manifest, RunDir
 
-log = logging.getLogger("sentidistill")
-
-STEPS = ["generate", "build-icl", "train-knowdist", "train-icldist", "eval", "report"]
+if TYPE_CHECKING:
+    from sentidistill.evaluation.compare import Comparison
 
 
 @dataclass
@@ -36,6 +38,86 @@ class PipelineResult:
     run_dir: str
     steps: list[StepResult]
     eval_models: dict[str, str]
+    comparison: Comparison | None = None  # the SentiBench table of the scored models (built once per run)
+
+
+class RunContext:
+    """What later steps share: the models to score (resolved once) and their comparison (built once)."""
+
+    def __init__(self, cfg: PipelineConfig, rerun: str | None):
+        self.cfg, self.rerun = cfg, rerun
+        self._models: dict[str, str] | None = None
+        self._comparison: Comparison | None = None
+
+    @property
+    def models(self) -> dict[str, str]:
+        if self._models is None:
+            from sentidistill.stages import evaluate
+
+            self._models = evaluate.pipeline_models(self.cfg)
+        return self._models
+
+    def comparison(self) -> Comparison | None:
+        if self._comparison is None:
+            from sentidistill.stages import evaluate
+
+            self._comparison = evaluate.comparison(self.cfg, list(self.models), self.rerun)
+        return self._comparison
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    folders: Callable[[RunContext], list[str]]
+    enabled: Callable[[PipelineConfig], bool]
+    run: Callable[[PipelineConfig, bool, RunContext], Manifest]
+
+
+def _generate(cfg: PipelineConfig, force: bool, ctx: RunContext) -> Manifest:
+    from sentidistill.stages import generate
+
+    return generate.run(cfg, force=force)
+
+
+def _build_icl(cfg: PipelineConfig, force: bool, ctx: RunContext) -> Manifest:
+    from sentidistill.stages import icl
+
+    return icl.run(cfg, force=force)
+
+
+def _train(stage: str) -> Callable[[PipelineConfig, bool, RunContext], Manifest]:
+    def run(cfg: PipelineConfig, force: bool, ctx: RunContext) -> Manifest:
+        from sentidistill.stages import train
+
+        return train.run(cfg, stage, force=force)  # type: ignore[arg-type]
+
+    return run
+
+
+def _eval(cfg: PipelineConfig, force: bool, ctx: RunContext) -> Manifest:
+    from sentidistill.stages import evaluate
+
+    # the teacher is scored where it runs (teacher.num_gpus, tensor_parallel_size, accelerator_type)
+    return evaluate.run(cfg, ctx.models, force=force, engines={"teacher": evaluate.teacher_engine(cfg)})
+
+
+def _report(cfg: PipelineConfig, force: bool, ctx: RunContext) -> Manifest:
+    from sentidistill.stages import report
+
+    return report.run(cfg, force=force, models=ctx.models, comparison=ctx.comparison())
+
+
+PIPELINE: tuple[Step, ...] = (
+    Step("generate", lambda ctx: [KNOWDIST], lambda cfg: cfg.generate.enabled, _generate),
+    Step("build-icl", lambda ctx: [ICLDIST], lambda cfg: cfg.icl.enabled, _build_icl),
+    Step("train-knowdist", lambda ctx: [RunLayout.train(KNOWDIST)], lambda cfg: cfg.train.knowdist.enabled,
+         _train(KNOWDIST)),
+    Step("train-icldist", lambda ctx: [RunLayout.train(ICLDIST)], lambda cfg: cfg.train.icldist.enabled,
+         _train(ICLDIST)),
+    Step(EVAL, lambda ctx: [RunLayout.eval(slug) for slug in ctx.models], lambda cfg: True, _eval),
+    Step(REPORT, lambda ctx: [REPORT], lambda cfg: True, _report),
+)
+STEPS = [s.name for s in PIPELINE]
 
 
 def select_steps(start: str | None, until: str | None) -> list[str]:
@@ -50,115 +132,55 @@ def select_steps(start: str | None, until: str | None) -> list[str]:
     return STEPS[lo:hi + 1]
 
 
-def final_student(cfg: PipelineConfig, rd: RunDir) -> str:
-    """The model the pipeline ends with: ICLDist's export, else KnowDist's."""
-    stage = "icldist" if cfg.train.icldist.enabled else "knowdist"
-    return rd.uri(f"train/{stage}/model")
-
-
-def eval_models(cfg: PipelineConfig, rd: RunDir) -> dict[str, str]:
-    """Teacher, student before training, student after: the side-by-side the report shows."""
-    from sentidistill.stages import train
-
-    models: dict[str, str] = {}
-    if cfg.teacher.kind in ("hf", "vllm") and cfg.teacher.model:
-        models["teacher"] = cfg.teacher.model
-    models["student-before"] = cfg.train.student or train.build_init(cfg, rd)
-    models["student-after"] = final_student(cfg, rd)
-    return models
-
-
-def _stage_folders(step: str, cfg: PipelineConfig, models: dict[str, str]) -> list[str]:
-    return {
-        "generate": ["knowdist"], "build-icl": ["icldist"], "train-knowdist": ["train/knowdist"],
-        "train-icldist": ["train/icldist"], "eval": [f"eval/{slug}" for slug in models], "report": ["report"],
-    }[step]
-
-
-def _enabled(step: str, cfg: PipelineConfig) -> bool:
-    return {
-        "generate": cfg.knowdist.enabled, "build-icl": cfg.icldist.enabled,
-        "train-knowdist": cfg.train.knowdist.enabled, "train-icldist": cfg.train.icldist.enabled,
-    }.get(step, True)
-
-
-def _runner(step: str, cfg: PipelineConfig, rd: RunDir, force: bool) -> Callable[[], object]:
-    if step == "generate":
-        from sentidistill.stages import generate
-        return lambda: generate.run(cfg, force=force)
-    if step == "build-icl":
-        from sentidistill.stages import icl
-        return lambda: icl.run(cfg, force=force)
-    if step in ("train-knowdist", "train-icldist"):
-        from sentidistill.stages import train
-        return lambda: train.run(cfg, step.split("-", 1)[1], force=force)
-    if step == "eval":
-        from sentidistill.stages import evaluate
-        # the teacher is scored where it runs (teacher.num_gpus, tensor_parallel_size, accelerator_type)
-        return lambda: evaluate.run(cfg, eval_models(cfg, rd), force=force,
-                                    engines={"teacher": evaluate.teacher_engine(cfg)})
-    from sentidistill.report import run_report
-    return lambda: run_report.build(cfg, eval_models(cfg, rd))
+def run_step(name: str, folders: list[str], rd: RunDir, fn: Callable[[], Any],
+             on_step: Callable[[StepResult], None] | None = None) -> StepResult:
+    """Run one step and say what it did: 'skipped' when every folder was complete before and is unchanged."""
+    lay = RunLayout(rd)
+    before, t0 = lay.finished(folders), time.perf_counter()
+    try:
+        with console.stage(name):
+            fn()
+    except BaseException:
+        result = StepResult(name, "failed", time.perf_counter() - t0, [rd.uri(f) for f in folders])
+        if on_step:
+            on_step(result)
+        raise
+    after = lay.finished(folders)
+    status = "skipped" if before == after and all(before.values()) else "ran"
+    result = StepResult(name, status, time.perf_counter() - t0, [rd.uri(f) for f in folders])
+    if on_step:
+        on_step(result)
+    return result
 
 
 def run(cfg: PipelineConfig, *, start: str | None = None, until: str | None = None,
-        force: list[str] | None = None, on_step: Callable[[StepResult], None] | None = None) -> PipelineResult:
-    """Run the selected steps in order; a failing step stops the run (its manifest says why)."""
-    from sentidistill.runtime import check_shared_storage, init_ray
+        force: list[str] | None = None, on_step: Callable[[StepResult], None] | None = None,
+        rerun: str | None = None) -> PipelineResult:
+    """Run the selected steps in order; a failing step stops the run (its manifest says why).
 
-    steps = select_steps(start, until)
+    `rerun` is the command the comparison's small-sample note points to (see `evaluation.compare`).
+    """
+    selected = select_steps(start, until)
     forced = set(force or [])
     unknown = forced - set(STEPS)
     if unknown:
         raise ConfigError(f"--force {sorted(unknown)}: not pipeline steps; steps: {', '.join(STEPS)}")
-    init_ray(cfg.ray)
-    check_shared_storage(cfg.run_dir)
     rd = RunDir(cfg.run_dir)
     rd.write_text("config.yaml", dump_config(cfg))
+    ctx = RunContext(cfg, rerun)
     results: list[StepResult] = []
-    models: dict[str, str] = {}
-    for step in steps:
-        if not _enabled(step, cfg):
-            results.append(StepResult(step, "disabled", 0.0, note="disabled in config"))
-            continue
-        if step in ("eval", "report") and not models:
-            models = eval_models(cfg, rd)
-        folders = _stage_folders(step, cfg, models)
-        before = {f: _finished(rd.manifest(f)) for f in folders}
-        t0 = time.perf_counter()
-        try:
-            _runner(step, cfg, rd, step in forced)()
-        except BaseException:
-            results.append(StepResult(step, "failed", time.perf_counter() - t0, [rd.uri(f) for f in folders]))
+    for step in (s for s in PIPELINE if s.name in selected):
+        if not step.enabled(cfg):
+            results.append(StepResult(step.name, "disabled", 0.0, note="disabled in config"))
             if on_step:
                 on_step(results[-1])
-            raise
-        after = {f: _finished(rd.manifest(f)) for f in folders}
-        status = "skipped" if before == after and all(before.values()) else "ran"
-        results.append(StepResult(step, status, time.perf_counter() - t0, [rd.uri(f) for f in folders]))
-        if on_step:
-            on_step(results[-1])
-    return PipelineResult(rd.uri(), results, models)
+            continue
+        results.append(run_step(step.name, step.folders(ctx), rd,
+                                lambda step=step: step.run(cfg, step.name in forced, ctx), on_step))
+    uses_models = any(s in selected for s in (EVAL, REPORT))
+    return PipelineResult(rd.uri(), results, ctx.models if uses_models else {},
+                          ctx.comparison() if uses_models else None)
 
 
-def _finished(m: Manifest | None) -> str | None:
-    return m.finished_at if m is not None and m.status == "complete" else None
-
-
-def stage_states(run_dir: str) -> list[tuple[str, Manifest]]:
-    """Every stage manifest under a run dir, in pipeline order (for `sentidistill status`)."""
-    rd = RunDir(run_dir)
-    found = [rel[: -len("/manifest.json")] for rel in rd.list_files("", "manifest.json") if "/" in rel]
-    found = [f for f in found if not f.startswith("train/ray")]
-    order = ["knowdist", "icldist", "train/knowdist", "train/icldist", "eval", "report"]
-    rank = lambda f: next((i for i, p in enumerate(order) if f == p or f.startswith(p + "/")), len(order))  # noqa: E731
-    out = []
-    for folder in sorted(found, key=lambda f: (rank(f), f)):
-        m = rd.manifest(folder)
-        if m is not None:
-            out.append((folder, m))
-    return out
-
-
-__all__ = ["STEPS", "PipelineResult", "StepResult", "eval_models", "final_student", "run", "select_steps",
-           "stage_states"]
+__all__ = ["PIPELINE", "STEPS", "PipelineResult", "RunContext", "Step", "StepResult", "run", "run_step",
+           "select_steps"]

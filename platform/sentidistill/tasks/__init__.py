@@ -1,7 +1,7 @@
 """Tasks as data: the SentiBench registry, prompts, parsers and metrics (pure Python, no models).
 
 >>> from sentidistill.tasks import load_registry, build_prompt, sample_demos
->>> from sentidistill.data.sentibench import load_split
+>>> from sentidistill.tasks.splits import load_split
 >>> reg = load_registry()
 >>> task = reg.get("imdb")
 >>> train, test = load_split(task, "train"), load_split(task, "test")

@@ -121,8 +121,8 @@ def sample_variant(task: TaskSpec, rng: random.Random, *, k_max: int, field_name
                    vary_k: float = 0.5) -> PromptVariant:
     """Draw a diversified variant; each argument is the share of prompts that change that aspect.
 
-    The keyword names match `ICLDistConfig.diversify`, so a builder can pass
-    `**cfg.icldist.diversify.model_dump()`. Draws happen in a fixed order (reproducible per rng).
+    The keyword names match `ICLConfig.diversify`, so a builder can pass
+    `**cfg.icl.diversify.model_dump()`. Draws happen in a fixed order (reproducible per rng).
     """
     fields: dict[str, object] = {}
     if rng.random() < field_names:

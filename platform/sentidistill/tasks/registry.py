@@ -13,10 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import ValidationError
 
 from sentidistill.errors import ConfigError
+from sentidistill.readers import read_mapping, yaml_files
 from sentidistill.tasks.spec import SENTIBENCH, TaskSpec
 
 if TYPE_CHECKING:
@@ -25,19 +25,10 @@ if TYPE_CHECKING:
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
 DEFAULTS_FILE = SPECS_DIR / "_defaults.yaml"
-_SUFFIXES = (".yaml", ".yml")
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"task file {str(path)!r} cannot be read: {e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"task file {str(path)!r} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"task file {str(path)!r} must hold a mapping (name, kind, data, instruction, ...)")
-    return data
+    return read_mapping(path, "task file", holds="a mapping (name, kind, data, instruction, ...)", empty_ok=False)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -69,19 +60,10 @@ def load_spec(path: str | Path, defaults: dict[str, Any] | None = None) -> TaskS
     return spec
 
 
-def _task_files(entry: str | Path) -> list[Path]:
-    p = Path(entry).expanduser()
-    if p.is_dir():
-        return sorted(f for f in p.rglob("*") if f.suffix in _SUFFIXES and not f.name.startswith("_"))
-    if p.is_file():
-        return [p]
-    raise ConfigError(f"tasks.extra_files: {str(p)!r} is neither a file nor a folder")
-
-
 @lru_cache(maxsize=1)
 def _shipped() -> tuple[TaskSpec, ...]:
     defaults = _read_mapping(DEFAULTS_FILE)
-    return tuple(load_spec(f, defaults) for f in _task_files(SPECS_DIR))
+    return tuple(load_spec(f, defaults) for f in yaml_files(SPECS_DIR, "tasks", skip_private=True))
 
 
 class TaskRegistry:
@@ -125,7 +107,7 @@ class TaskRegistry:
 
     def load_split(self, name: str, split: str, limit: int | None = None) -> list[Example]:
         """The task's split as Examples, with this registry's data_dir and cache_dir."""
-        from sentidistill.data.sentibench import load_split
+        from sentidistill.tasks.splits import load_split
 
         return load_split(self.get(name), split, self.data_dir, self.cache_dir, limit=limit)
 
@@ -159,5 +141,5 @@ def load_registry(cfg: PipelineConfig | TasksConfig | None = None, data_dir: str
     if tasks_cfg is not None:
         defaults = _read_mapping(DEFAULTS_FILE)
         for entry in tasks_cfg.extra_files:
-            extra.extend(load_spec(f, defaults) for f in _task_files(entry))
+            extra.extend(load_spec(f, defaults) for f in yaml_files(entry, "tasks.extra_files", skip_private=True))
     return TaskRegistry([*_shipped(), *extra], data_dir=data_dir, cache_dir=cache_dir)

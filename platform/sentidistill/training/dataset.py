@@ -1,18 +1,22 @@
 """The stage's Parquet -> a packed Ray Dataset the workers shard, plus the counts the manifest keeps.
 
-Read (only qc == "kept") -> optional KnowDist replay -> seeded shuffle -> tokenize (a pool of
-`train.data.tokenize_workers` actors, each holding the student's tokenizer) -> pack per window ->
+Read (only qc == "kept") -> optional KnowDist replay -> seeded window assignment -> tokenize (a pool
+of `train.data.tokenize_workers` actors, each holding the student's tokenizer) -> pack per window ->
 Parquet parts under `train/<stage>/packed/`, written by Ray Data's writer on the workers. Nothing
 is materialized on the head: the counts the step budget needs come from a stats pass over the
 written parts (small rows to the driver), and every epoch streams the same parts into
-`get_dataset_shard`. Order is preserved through the pool, so the rows are the same for a given seed
-whatever the pool size. `packed/counts.json`, written last, lets a resumed stage reuse the parts.
+`get_dataset_shard`. An example's window and its place in it come from a seeded hash of its content,
+not from Ray Data's block or batch boundaries (which vary with timing and pool size), so the rows
+are the same for a given seed on any cluster. `packed/counts.json`, written last, lets a resumed
+stage reuse the parts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +63,7 @@ class Tokenize:
 
     def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "is_truncated": [], "is_dropped": [],
-                                     "teacher": batch.column("teacher").to_pylist()}
+                                     **{c: batch.column(c).to_pylist() for c in ("teacher", "order", "window")}}
         cols = {c: batch.column(c).to_pylist() for c in ("id", "messages", "prompt", "response")}
         for row_id, messages, prompt, response in zip(*cols.values(), strict=True):
             ex = tokenize_example(
@@ -73,6 +77,14 @@ class Tokenize:
         return out
 
 
+def seeded_order(batch: pa.Table, seed: int, n_windows: int) -> pa.Table:
+    """Shuffle by content: a seeded hash of each example picks its window and its place in the window."""
+    keys = [int.from_bytes(hashlib.blake2b(f"{seed}\x1f{i}\x1f{r}".encode(), digest_size=8).digest(), "big") >> 1
+            for i, r in zip(batch.column("id").to_pylist(), batch.column("response").to_pylist(), strict=True)]
+    return batch.append_column("order", pa.array(keys, pa.int64())) \
+        .append_column("window", pa.array([k % n_windows for k in keys], pa.int64()))
+
+
 PACKED_COLUMNS = ["input_ids", "labels", "position_ids"]
 _STAT_COLUMNS = ["num_examples", "num_tokens", "num_answer_tokens", "window_seen", "window_truncated",
                  "window_dropped", "window_teachers"]
@@ -81,6 +93,7 @@ _STAT_COLUMNS = ["num_examples", "num_tokens", "num_answer_tokens", "window_seen
 def pack_batch(batch: pa.Table, max_seq_len: int, packing: bool) -> dict[str, list[Any]]:
     """Pack (or bucket) one window of tokenized examples into training rows. Examples too long to keep
     are left out here; the window's counts ride on its first row (the `window_*` columns)."""
+    batch = batch.sort_by([("order", "ascending")]) if "order" in batch.column_names else batch
     dropped = batch.column("is_dropped").to_pylist()
     pairs = [(ids, labels) for ids, labels, d in zip(batch.column("input_ids").to_pylist(),
                                                      batch.column("labels").to_pylist(), dropped, strict=True)
@@ -92,6 +105,8 @@ def pack_batch(batch: pa.Table, max_seq_len: int, packing: bool) -> dict[str, li
     if not rows:
         out = {k: [[]] if k in PACKED_COLUMNS else [0] for k in keys}
     teachers = sorted({str(t) for t in batch.column("teacher").to_pylist() if t})
+    window = batch.column("window")[0].as_py() if "window" in batch.column_names and batch.num_rows else 0
+    out["window"], out["row"] = [window] * n, list(range(n))
     out["window_seen"] = [batch.num_rows] + [0] * (n - 1)
     out["window_truncated"] = [sum(batch.column("is_truncated").to_pylist())] + [0] * (n - 1)
     out["window_dropped"] = [sum(dropped)] + [0] * (n - 1)
@@ -151,6 +166,7 @@ def prepare(
     """Write the packed rows to `out_uri` and return them as a lazy dataset with their counts
     (examples kept/truncated/dropped, packing efficiency). A complete `out_uri` is reused."""
     import ray.data
+    from ray.data.context import ShuffleStrategy
 
     out = RunDir(out_uri)
     if out.exists("counts.json"):
@@ -159,21 +175,28 @@ def prepare(
     out.delete("")
     ds = read_kept(data_uri)
     counts: dict[str, Any] = {"replay_examples": 0}
+    n = ds.count()
     if replay_uri and replay_share > 0:
-        want = round(replay_share / (1 - replay_share) * ds.count())
-        replay = read_kept(replay_uri).random_shuffle(seed=seed).limit(want).materialize()
+        want = round(replay_share / (1 - replay_share) * n)
+        replay = read_kept(replay_uri).map_batches(seeded_order, fn_kwargs={"seed": seed, "n_windows": 1},
+                                                   batch_format="pyarrow") \
+            .sort("order").limit(want).drop_columns(["order", "window"]).materialize()
         counts["replay_examples"] = replay.count()
         ds = ds.union(replay)
+        n += counts["replay_examples"]
     low, high = (resources.tokenize_workers,) * 2 if isinstance(resources.tokenize_workers, int) \
         else resources.tokenize_workers
-    packed = (
-        ds.random_shuffle(seed=seed)
+    tokenized = (
+        ds.map_batches(seeded_order, fn_kwargs={"seed": seed, "n_windows": max(1, math.ceil(n / pack_window))},
+                       batch_format="pyarrow")
         .map_batches(Tokenize, fn_constructor_args=(spec,), batch_format="pyarrow", batch_size=resources.batch_size,
                      num_cpus=resources.num_cpus, compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high))
-        .map_batches(pack_batch, fn_kwargs={"max_seq_len": spec.max_seq_len, "packing": packing},
-                     batch_format="pyarrow", batch_size=pack_window)
     )
-    packed.context.execution_options.preserve_order = True  # same windows, same rows, for any pool size
+    tokenized.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED  # no hash-shuffle actor pool
+    packed = tokenized.groupby("window").map_groups(
+        pack_batch, fn_kwargs={"max_seq_len": spec.max_seq_len, "packing": packing}, batch_format="pyarrow",
+    ).sort(["window", "row"])
+    packed.context.execution_options.preserve_order = True  # parts written in window order
     packed.write_parquet(out_uri)
     if not out.list_files("", ".parquet"):  # every window writes a row, so no part means no kept example
         raise StageInputError(f"{data_uri}: no rows with qc == 'kept'; nothing to train on")
@@ -181,7 +204,7 @@ def prepare(
     if sums["window_seen"] == 0:
         raise StageInputError(f"{data_uri}: no rows with qc == 'kept'; nothing to train on")
     if sums["rows"] == 0:
-        raise StageInputError(f"{data_uri}: every example is longer than train.max_seq_len={spec.max_seq_len}")
+        raise StageInputError(f"{data_uri}: every example is longer than train.data.max_seq_len={spec.max_seq_len}")
     rows = sums["rows"]
     counts.update(
         stage_examples=sums["window_seen"] - counts["replay_examples"], truncated_examples=sums["window_truncated"],

@@ -6,13 +6,11 @@ The folder is what every later stage (eval, serve) and any user loads with
 
 from __future__ import annotations
 
-import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
-from sentidistill.rundir import RunDir
+from sentidistill.layout import RunLayout
 from sentidistill.training.model import load_student, lora_config
 
 
@@ -55,26 +53,7 @@ def export_model(
     with tempfile.TemporaryDirectory(prefix="sentidistill-export-") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        publish_folder(Path(tmp), RunDir(run_dir), rel)
-
-
-def publish_folder(local: Path, run_dir: RunDir, rel: str) -> None:
-    """Replace run_dir/rel with `local`: a rename on local disks (never half-written), a copy on object stores."""
-    import pyarrow.fs as pafs
-
-    if run_dir.remote:
-        run_dir.delete(rel)
-        pafs.copy_files(str(local), run_dir.path(rel), source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=run_dir.fs)
-        return
-    target = run_dir.local_path(rel)
-    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(local, staging)
-    staging.chmod(0o755)  # the temp dir it came from was private
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+        RunLayout(run_dir).publish(Path(tmp), rel)
 
 
 def model_card(lineage: dict[str, Any]) -> str:

@@ -34,24 +34,24 @@ def process_group_backend(train: TrainConfig) -> str | None:
 
     The driver runs on the head, which has no GPU, so it asks one task placed exactly like a worker.
     """
-    if not train.use_gpu:
+    if not train.resources.use_gpu:
         return None
     import ray
 
-    per_worker = dict(train.resources_per_worker)
+    per_worker = dict(train.resources.resources_per_worker)
     probe = ray.remote(_has_cuda).options(
         num_cpus=per_worker.get("CPU", 1.0), num_gpus=per_worker.get("GPU", 1.0),
-        accelerator_type=train.accelerator_type,
+        accelerator_type=train.resources.accelerator_type,
     )
     if ray.get(probe.remote()):
         return "nccl"
-    log.warning("train.use_gpu: the training nodes advertise GPUs but have no CUDA; the workers run on CPU "
+    log.warning("train.resources.use_gpu: the training nodes advertise GPUs but have no CUDA; the workers run on CPU "
                 "(DeepSpeed over gloo)")
     return "gloo"
 
 
 def fit(spec: LoopSpec, dataset: Any, train: TrainConfig, storage_uri: str) -> Any:
-    """Run the loop on train.num_workers Ray Train workers; returns the ray.train.Result."""
+    """Run the loop on train.resources.num_workers Ray Train workers; returns the ray.train.Result."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -60,13 +60,14 @@ def fit(spec: LoopSpec, dataset: Any, train: TrainConfig, storage_uri: str) -> A
         train_loop_config=spec.model_dump(),
         torch_config=TorchConfig(backend=process_group_backend(train)),
         scaling_config=ScalingConfig(
-            num_workers=train.num_workers, use_gpu=train.use_gpu,
-            resources_per_worker=dict(train.resources_per_worker), accelerator_type=train.accelerator_type,
+            num_workers=train.resources.num_workers, use_gpu=train.resources.use_gpu,
+            resources_per_worker=dict(train.resources.resources_per_worker),
+            accelerator_type=train.resources.accelerator_type,
         ),
         run_config=RunConfig(
             name=spec.stage, storage_path=storage_uri,
-            checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=train.checkpoint.keep),
+            failure_config=FailureConfig(max_failures=train.checkpoint.max_failures),
         ),
         datasets={"train": dataset},
     )

@@ -1,4 +1,4 @@
-"""Task data loaders: a task split -> list[Example] (SentiBench JSON arrays or user JSONL).
+"""Task split loading: a task split -> list[Example] (SentiBench JSON arrays or user JSONL).
 
 Files are UTF-8, optionally with a byte-order mark (SentiBench has one). Paths may be `data://rel`
 (resolved in the data dirs), relative to the task's YAML file, absolute, or s3:// / gs:// URIs.
@@ -7,12 +7,12 @@ Rows keep their text unchanged: prompts and SSA offsets depend on the exact char
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sentidistill.data.locate import DATA_SCHEME, resolve_data_path
 from sentidistill.errors import ConfigError, DataNotFoundError, StageInputError
+from sentidistill.readers import BadRecord, iter_json_records, read_text
 from sentidistill.tasks.example import Example
 from sentidistill.tasks.gold import GoldError, build_gold
 from sentidistill.tasks.spec import TaskSpec
@@ -40,38 +40,17 @@ def split_path(task: TaskSpec, split: str, data_dir: str | None = None, cache_di
     return str(p)
 
 
-def _read_text(path: str) -> str:
-    if "://" in path:
-        import pyarrow.fs as pafs
-
-        fs, inner = pafs.FileSystem.from_uri(path)
-        with fs.open_input_stream(inner) as f:
-            return f.read().decode("utf-8-sig")
-    return Path(path).read_text(encoding="utf-8-sig")
-
-
 def read_rows(path: str, fmt: str) -> list[dict[str, Any]]:
-    """Rows of a JSON array or a JSONL file; errors name the file (and line)."""
-    text = _read_text(path)
-    if fmt == "jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise StageInputError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
-    else:
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise StageInputError(f"{path}: not valid JSON ({e}); "
-                                  "set data.format: jsonl for one object per line") from None
-        if not isinstance(rows, list):
-            raise StageInputError(f"{path}: expected a JSON array of rows, got {type(rows).__name__}")
-    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
-    if bad is not None:
-        raise StageInputError(f"{path}: row {bad} is not an object")
+    """Rows of a JSON array or a JSONL file; the first bad line or item fails, naming the file and where."""
+    text = read_text(path)
+    if fmt == "json" and not text.lstrip().startswith("["):
+        raise StageInputError(f"{path}: expected a JSON array of rows; set data.format: jsonl for one object per line")
+    rows = []
+    for rec in iter_json_records(text, fmt):
+        if isinstance(rec, BadRecord):
+            why = "is not an object" if rec.reason == "not_an_object" else f"is not valid JSON ({rec.detail})"
+            raise StageInputError(f"{path}: {rec.where} {why}")
+        rows.append(rec)
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Generation-stage output folders, shared by KnowDist (`generate`) and ICLDist (`build-icl`).
+"""Generation-stage output folders, shared by KnowDist (`generate`) and ICLDist (`icl`).
 
 One artifact schema (`ROW_SCHEMA`), one writer, one generation loop, so both stages resume the
 same way. Work rows flow through the Ray Data engine actor pool into writer actors
@@ -26,14 +26,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sentidistill import console
 from sentidistill.config import EngineConfig
 from sentidistill.engines.pool import map_batches_kwargs
+from sentidistill.generation.generation import GenerateUDF
+from sentidistill.generation.quality import KEPT
+from sentidistill.layout import RunLayout
 from sentidistill.rundir import RunDir
-from sentidistill.stages.generation import GenerateUDF
-from sentidistill.stages.quality import KEPT
 
 if TYPE_CHECKING:
     import ray.data
@@ -44,10 +45,6 @@ DATA, FILTERED = "data", "filtered"
 # Writer actors encode and upload Parquet parts: light I/O next to an engine. They reserve no CPU, so
 # engine actors plus the reads feeding them can never leave the pipeline waiting for a CPU slot.
 WRITER_CPUS = 0
-# Engine settings that change speed or resources but not the answers: excluded from stage hashes.
-RESOURCE_FIELDS = {"batch_size", "concurrency", "num_cpus", "num_gpus", "accelerator_type", "gpu_memory_utilization",
-                   "max_num_seqs", "cpu_kvcache_gb", "max_concurrent_requests", "timeout_s", "max_retries",
-                   "retry_backoff_s", "retry_max_backoff_s", "api_key_env", "enforce_eager"}
 ROW_SCHEMA = pa.schema([
     ("id", pa.string()), ("source_id", pa.string()), ("stage", pa.string()), ("perspective", pa.string()),
     ("variant", pa.string()), ("messages", pa.string()), ("prompt", pa.string()), ("response", pa.string()),
@@ -99,29 +96,11 @@ class StageFolder:
     def drop_partial_writes(self, folders: tuple[str, ...] = (DATA, FILTERED)) -> None:
         """Temp files of a write that was killed before its rename: never complete, never read."""
         for folder in folders:
-            for f in self.rd.list_files(f"{self.stage}/{folder}"):
-                if ".tmp-" in f:
-                    self.rd.delete(f"{self.stage}/{folder}/{f}")
+            RunLayout(self.rd).drop_partial_writes(f"{self.stage}/{folder}")
 
     def set_aside(self, chash: str, inputs: dict[str, str], force: bool) -> None:
         """Move a folder made for other settings (or any, with force) to `<stage>.prev-<hash>/`."""
-        rd, stage = self.rd, self.stage
-        if not rd.exists(stage):
-            return
-        old = rd.manifest(stage)
-        if not force and old is not None and old.config_hash == chash and old.inputs == inputs:
-            return
-        base = f"{stage}.prev-{old.config_hash if old else 'unknown'}"
-        dst, n = base, 2
-        while rd.exists(dst):
-            dst, n = f"{base}-{n}", n + 1
-        if rd.remote:
-            pafs.copy_files(rd.path(stage), rd.path(dst), source_filesystem=rd.fs, destination_filesystem=rd.fs)
-            rd.delete(stage)
-        else:
-            rd.fs.move(rd.path(stage), rd.path(dst))
-        why = "--force" if force else "the config or the input files changed"
-        log.warning("%s: %s; previous results moved to %s", stage, why, rd.uri(dst))
+        RunLayout(self.rd).set_aside(self.stage, chash, inputs, force)
 
     def write_rows(self, rows: list[dict[str, Any]], name: str) -> None:
         """One part per folder: rows with qc == "kept" to data/, the others to filtered/."""
@@ -229,13 +208,15 @@ def generate_parts(folder: StageFolder, work: ray.data.Dataset | list[dict[str, 
                                "finish": finish})
     stats: dict[str, Any] = {"generated": 0, "errors": 0, "completion_tokens": 0, "error_samples": []}
     tallies: dict[tuple[str, str], dict[str, Any]] = {}
-    t0 = time.perf_counter()
+    t0, answered_rows = time.perf_counter(), 0
     for batch in sink.iter_batches(batch_format="pyarrow", batch_size=None):
         for r in batch.to_pylist():
             stats["errors"] += r["errors"]
             stats["error_samples"] += json.loads(r["error_samples"] or "[]")[: 5 - len(stats["error_samples"])]
             if r["rows"]:
                 add_tallies(tallies, [r])
+            answered_rows += r["rows"]
+        console.update(answered_rows, note="answers written")  # the stage line, per part written
     stats["tally"] = list(tallies.values())
     stats["generated"] = sum(t["rows"] for t in stats["tally"])
     stats["completion_tokens"] = sum(t["completion_tokens"] for t in stats["tally"])
