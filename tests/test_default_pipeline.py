@@ -67,7 +67,7 @@ def test_default_pipeline_runs_every_stage(default_run: tuple[Path, str]) -> Non
         exported = {p.suffix for p in (run_dir / f"train/{stage}/model").iterdir()}
         assert ".safetensors" in exported and not exported & {".bin", ".pt", ".pth", ".pkl"}, exported
     # the summary printed at the end: every step, then teacher / before / after side by side
-    for step in ("generate", "build-icl", "train-knowdist", "train-icldist", "eval", "report"):
+    for step in ("generate", "icl", "train-knowdist", "train-icldist", "eval", "report"):
         assert step in output
     header = next(line for line in output.splitlines() if "student-before" in line and "teacher" in line)
     assert header.index("teacher") < header.index("student-before") < header.index("student-after")

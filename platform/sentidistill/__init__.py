@@ -4,7 +4,7 @@ The public surface is small; everything runs from one config:
 
 >>> from sentidistill import load_config, run_pipeline
 >>> cfg = load_config("jobs/configs/local.yaml", ["eval.limit=8"])
->>> result = run_pipeline(cfg)            # generate -> build-icl -> train -> eval -> report
+>>> result = run_pipeline(cfg)            # generate -> icl -> train -> eval -> report
 >>> [(s.step, s.status) for s in result.steps]
 
 Tasks are data (`load_registry().get("imdb")` is a `TaskSpec`); each stage module in

@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from sentidistill.errors import SentiDistillError
 from sentidistill.layout import LOGS
 from sentidistill.models import default_cache_dir
 from sentidistill.rundir import RunDir, is_remote
@@ -177,6 +178,8 @@ def stop() -> None:
     if session is None or session.capture is None or session.file is None:
         return
     exc = sys.exc_info()
+    # a user error is one clear line on the terminal (cli.main prints it); anything else points to the log
+    unexpected = exc[0] is not None and not issubclass(exc[0], (SystemExit, SentiDistillError))
     if exc[0] is not None and not issubclass(exc[0], SystemExit):
         traceback.print_exception(*exc, file=sys.stderr)  # still the pipe: into the log
     if "ray" in sys.modules:  # the command is over: disconnect now, so workers' last lines land in the log too
@@ -189,7 +192,7 @@ def stop() -> None:
     console.file = None  # rich falls back to sys.stderr
     session.file.close()
     setup_logging()
-    if exc[0] is not None and not issubclass(exc[0], SystemExit):
+    if unexpected:
         console.print(f"full log: {session.path}", highlight=False, soft_wrap=True)
     if session.upload_to:
         try:

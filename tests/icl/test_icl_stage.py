@@ -1,4 +1,4 @@
-"""`build-icl` with gold targets (no engine, no Ray): artifact schema, counts, general data share, no-op
+"""`icl` with gold targets (no engine, no Ray): artifact schema, counts, general data share, no-op
 reruns, changed configs moved aside, holdout tasks, and the leakage guard failing the build loudly."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`build-icl` with a real teacher: the tiny Llama through the KnowDist engine pool on a local Ray.
+"""`icl` with a real teacher: the tiny Llama through the KnowDist engine pool on a local Ray.
 Every prompt answered and judged, general rows take their gold under teacher_agree_gold, and an
 interrupted build (a lost part, manifest still 'running') regenerates exactly the missing rows."""
 

@@ -10,11 +10,12 @@ from sentidistill.errors import SentiDistillError
 
 
 def main() -> None:
-    """Entry point: user errors print as one clear message (exit 2), never as a traceback."""
+    """Entry point: user errors print as one clear, unwrapped message (exit 2; the cause is the last line),
+    never as a traceback."""
     try:
         app(args=verbose_first(sys.argv[1:]))
     except SentiDistillError as e:
-        console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from sentidistill.cli.app import CONFIG_ARG, OVERRIDES_ARG, app, console, load, setup_logging
 
-STEP_HELP = "generate, build-icl, train-knowdist, train-icldist, eval, report"
+STEP_HELP = "generate, icl, train-knowdist, train-icldist, eval, report"
 
 
 @app.command("run")
@@ -21,7 +21,7 @@ def run(
     limit: int = typer.Option(None, "--limit", help="Quick run: at most N texts per corpus source, ICL examples "
                               "per task and eval items per task."),
 ) -> None:
-    """Run generate -> build-icl -> train -> eval -> report; finished steps are skipped, so rerun to resume."""
+    """Run generate -> icl -> train -> eval -> report; finished steps are skipped, so rerun to resume."""
     from sentidistill.cli.tables import print_comparison, print_step, rerun_hint
     from sentidistill.layout import RunLayout
     from sentidistill.stages import pipeline

@@ -1,7 +1,7 @@
 """`sentidistill run`: every stage in order, in one Ray job, each skipped when already complete.
 
 The pipeline is the ordered list `PIPELINE` of steps (name, folders, enabled-when, run): generate
--> build-icl -> train-knowdist -> train-icldist -> eval (teacher, student before and after) ->
+-> icl -> train-knowdist -> train-icldist -> eval (teacher, student before and after) ->
 report. It adds no logic of its own to any stage: each step calls a stage's `run(cfg, force=...)`,
 which decides from its manifest whether there is work left (and starts Ray when there is). That
 is what makes an interrupted run resumable: rerun the same command and finished stages are skipped.
@@ -109,7 +109,7 @@ def _report(cfg: PipelineConfig, force: bool, ctx: RunContext) -> Manifest:
 
 PIPELINE: tuple[Step, ...] = (
     Step("generate", lambda ctx: [KNOWDIST], lambda cfg: cfg.generate.enabled, _generate),
-    Step("build-icl", lambda ctx: [ICLDIST], lambda cfg: cfg.icl.enabled, _build_icl),
+    Step("icl", lambda ctx: [ICLDIST], lambda cfg: cfg.icl.enabled, _build_icl),
     Step("train-knowdist", lambda ctx: [RunLayout.train(KNOWDIST)], lambda cfg: cfg.train.knowdist.enabled,
          _train(KNOWDIST)),
     Step("train-icldist", lambda ctx: [RunLayout.train(ICLDIST)], lambda cfg: cfg.train.icldist.enabled,
@@ -118,10 +118,17 @@ PIPELINE: tuple[Step, ...] = (
     Step(REPORT, lambda ctx: [REPORT], lambda cfg: True, _report),
 )
 STEPS = [s.name for s in PIPELINE]
+ALIASES = {"build-icl": "icl"}  # old step names still accepted on the command line
+
+
+def step_name(name: str) -> str:
+    """The step's current name (old names map through ALIASES)."""
+    return ALIASES.get(name, name)
 
 
 def select_steps(start: str | None, until: str | None) -> list[str]:
     """Steps between --from and --until (inclusive), validated against STEPS."""
+    start, until = (step_name(v) if v else v for v in (start, until))
     for name, value in (("--from", start), ("--until", until)):
         if value is not None and value not in STEPS:
             raise ConfigError(f"{name} {value!r} is not a pipeline step; steps: {', '.join(STEPS)}")
@@ -161,7 +168,7 @@ def run(cfg: PipelineConfig, *, start: str | None = None, until: str | None = No
     `rerun` is the command the comparison's small-sample note points to (see `evaluation.compare`).
     """
     selected = select_steps(start, until)
-    forced = set(force or [])
+    forced = {step_name(f) for f in force or []}
     unknown = forced - set(STEPS)
     if unknown:
         raise ConfigError(f"--force {sorted(unknown)}: not pipeline steps; steps: {', '.join(STEPS)}")

@@ -4,7 +4,7 @@ and check every prediction against the same weights scored in-process by the hf 
 The app runs as configured for a cluster: a bearer key (serve.api_key_env) and a /v1/score cap
 (serve.max_texts) below the eval engine's batch size.
 
-Run with `pytest -m slow tests/eval/test_eval_endpoint.py`."""
+Run with `pytest -m slow tests/evaluation/test_eval_endpoint.py`."""
 
 from __future__ import annotations
 

