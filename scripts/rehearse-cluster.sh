@@ -156,7 +156,7 @@ EOF
 
 SERVED=$(curl -s "$ENDPOINT/v1/models" -H "Authorization: Bearer $SENTIDISTILL_API_KEY" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
 say "sentidistill submit $C --stage eval -- --endpoint $ENDPOINT/v1 --model served=$SERVED (the served student)"
-sentidistill submit "$C" --stage eval --address "$ADDRESS" --follow "${WHERE[@]}" eval.engine.openai.api_key_env=SENTIDISTILL_API_KEY \
+sentidistill submit "$C" --stage eval --address "$ADDRESS" --follow "${WHERE[@]}" \
   eval.engine.resources.batch_size=16 eval.engine.resources.num_gpus=0 eval.engine.resources.accelerator_type=null -- \
   --endpoint "$ENDPOINT/v1" "--model=served=$SERVED" --limit 1 --seeds 42 2>&1 | tee "$LOGS/eval-endpoint.log"
 

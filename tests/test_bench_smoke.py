@@ -44,6 +44,7 @@ def check_table(result: dict, stdout: str, name: str) -> None:
     assert len(tail) - header == len(result["table"]) + 3, "the ratio table must be the last thing printed"
 
 
+@pytest.mark.slow  # generation's paths run in tests/stages; CI keeps its time budget
 def test_bench_generate_smoke(tmp_path: Path) -> None:
     result, stdout = run_bench("generate", tmp_path)
     check_table(result, stdout, "generate")
@@ -63,6 +64,7 @@ def test_bench_eval_smoke(tmp_path: Path) -> None:
     assert raw["stage"]["errors"] == 0
 
 
+@pytest.mark.slow  # training's paths run in tests/training; CI keeps its time budget
 def test_bench_train_smoke(tmp_path: Path) -> None:
     result, stdout = run_bench("train", tmp_path)
     check_table(result, stdout, "train")

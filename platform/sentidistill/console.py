@@ -34,11 +34,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from click.exceptions import Exit as ClickExit
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from typer import Exit as TyperExit
 
-from sentidistill.errors import SentiDistillError
 from sentidistill.layout import LOGS
 from sentidistill.models import default_cache_dir
 from sentidistill.rundir import RunDir, is_remote
@@ -178,8 +179,9 @@ def stop() -> None:
     if session is None or session.capture is None or session.file is None:
         return
     exc = sys.exc_info()
-    # a user error is one clear line on the terminal (cli.main prints it); anything else points to the log
-    unexpected = exc[0] is not None and not issubclass(exc[0], (SystemExit, SentiDistillError))
+    # the log's path is repeated before cli.main prints the error (so the cause stays the last line); a command
+    # that printed its own error and exits (click/typer Exit) has said what there is to say
+    failed = exc[0] is not None and not issubclass(exc[0], (SystemExit, ClickExit, TyperExit))
     if exc[0] is not None and not issubclass(exc[0], SystemExit):
         traceback.print_exception(*exc, file=sys.stderr)  # still the pipe: into the log
     if "ray" in sys.modules:  # the command is over: disconnect now, so workers' last lines land in the log too
@@ -192,7 +194,7 @@ def stop() -> None:
     console.file = None  # rich falls back to sys.stderr
     session.file.close()
     setup_logging()
-    if unexpected:
+    if failed:
         console.print(f"full log: {session.path}", highlight=False, soft_wrap=True)
     if session.upload_to:
         try:

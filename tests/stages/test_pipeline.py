@@ -67,6 +67,10 @@ def test_whole_pipeline_then_noop_rerun(tiny_config, ray_local) -> None:
     assert result.exit_code == 0 and "train/icldist" in result.output and "complete" in result.output
 
 
+# slow: CI's budget. Resume is covered piecewise in the default set: tests/stages/test_generate_resume.py (killed
+# generation), tests/training/test_train_faults.py (killed Train worker), complete stages skipped in
+# tests/test_default_pipeline.py.
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_redoing_generation(tiny_config) -> None:
     """Kill `sentidistill run` once training has checkpointed; the rerun skips generation and resumes training."""
     path = pipeline_config(tiny_config)

@@ -10,6 +10,7 @@ import typer
 
 from sentidistill.cli.app import CONFIG_ARG, OVERRIDES_ARG, app, console, load
 from sentidistill.config import PipelineConfig
+from sentidistill.errors import SentiDistillError
 
 MODEL_OPT = typer.Option(None, "--model", "-m", help="Model to serve (folder, s3:// or gs:// URI, hub id, named "
                          "model); default serve.model, else the run's final student.")
@@ -52,12 +53,15 @@ def serve(config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, model:
           blocking: bool = BLOCKING_OPT) -> None:
     """Host a trained student: sentiment/extract routes, OpenAI-compatible completions, /v1/score for eval."""
     cfg = load(config, overrides)
-    # the model is checked before Ray starts (launch.start): a bad one fails in seconds, as one error line
-    if blocking:
-        serve_blocking(cfg, model)
-        return
-    from sentidistill.serving import launch
+    try:  # the model is checked before Ray starts (launch.start): a bad one fails in seconds
+        if blocking:
+            serve_blocking(cfg, model)
+            return
+        from sentidistill.serving import launch
 
-    endpoint = launch.start(cfg, model, detach=True)
+        endpoint = launch.start(cfg, model, detach=True)
+    except SentiDistillError as e:  # one unwrapped line, so the cause is the last line of the output
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     _print_endpoint(endpoint, cfg)
     console.print(f"left running in the cluster; stop it with `serve shutdown` or `serve delete {endpoint.app_name}`")
