@@ -86,15 +86,23 @@ ADDRESS=http://127.0.0.1:$DASH_PORT
 # agent deletes the job's working dir (still the driver's cwd on the head) once its own workers are done.
 # RAY_ADDRESS names this cluster to processes that look for "the" local Ray (Ray Train's placement-group
 # cleaner does): on a real node there is one, on this machine other Ray instances may run too.
-start_node() {  # name, then ray start arguments
+start_node() {  # name, then ray start arguments; a port another process took meanwhile: retry on fresh ports
   local name=$1; shift
-  local base=$(( 30000 + RANDOM % 300 * 100 ))
-  RAY_ADDRESS=127.0.0.1:$GCS_PORT SENTIDISTILL_REHEARSAL=$MARK SENTIDISTILL_CACHE=$WORK/cache-$name RAY=$VENV_BIN/ray bash cluster/start-ray.sh \
-    --node-ip-address 127.0.0.1 --temp-dir "$WORK/r-$name" --disable-usage-stats \
-    --node-manager-port "$(freeport)" --object-manager-port "$(freeport)" --metrics-export-port "$(freeport)" \
-    --dashboard-agent-listen-port "$(freeport)" --dashboard-agent-grpc-port "$(freeport)" \
-    --runtime-env-agent-port "$(freeport)" --min-worker-port $base --max-worker-port $(( base + 99 )) \
-    --object-store-memory 400000000 "$@" >"$LOGS/node-$name.log" 2>&1
+  local attempt base
+  for attempt in 1 2 3; do
+    base=$(( 30000 + RANDOM % 300 * 100 ))
+    if RAY_ADDRESS=127.0.0.1:$GCS_PORT SENTIDISTILL_REHEARSAL=$MARK SENTIDISTILL_CACHE=$WORK/cache-$name RAY=$VENV_BIN/ray bash cluster/start-ray.sh \
+      --node-ip-address 127.0.0.1 --temp-dir "$WORK/r-$name" --disable-usage-stats \
+      --node-manager-port "$(freeport)" --object-manager-port "$(freeport)" --metrics-export-port "$(freeport)" \
+      --dashboard-agent-listen-port "$(freeport)" --dashboard-agent-grpc-port "$(freeport)" \
+      --runtime-env-agent-port "$(freeport)" --min-worker-port $base --max-worker-port $(( base + 99 )) \
+      --object-store-memory 400000000 "$@" >"$LOGS/node-$name.log" 2>&1; then
+      return 0
+    fi
+    echo "rehearsal: node $name did not start (attempt $attempt); its log ends:" >&2
+    tail -n 25 "$LOGS/node-$name.log" >&2
+  done
+  return 1
 }
 say "ray head (no GPUs) on 127.0.0.1:$GCS_PORT, dashboard $ADDRESS"
 start_node head --head --port "$GCS_PORT" --dashboard-host 127.0.0.1 --dashboard-port "$DASH_PORT" \

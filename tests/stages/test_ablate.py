@@ -14,14 +14,11 @@ from typer.testing import CliRunner
 from sentidistill.cli import app
 from sentidistill.config import load_config
 from sentidistill.errors import ConfigError, StageInputError
-from sentidistill.evaluation.aggregate import (
-    bootstrap_tasks, items_fingerprint, model_metrics, replicates_npz, task_metric,
-)
-from sentidistill.evaluation.bootstrap import Settings
 from sentidistill.rundir import Manifest, RunDir
 from sentidistill.stages import ablate
-from sentidistill.tasks import Parsed, load_registry
+from sentidistill.tasks import load_registry
 from test_pipeline import pipeline_config
+from test_report_stage import scored
 
 STUDENT = "/models/base-student"
 
@@ -82,22 +79,8 @@ def test_summary_pairs_every_variant_with_the_undistilled_student(tiny_config, s
     registry = load_registry(data_dir=str(shared_data))
     cfg = load_config(pipeline_config(tiny_config))
     rd = RunDir(cfg.run_dir)
-    task, n, settings = registry.get("sst2"), 40, Settings(resamples=200)
-    examples = registry.load_split("sst2", "test", n)
     targets = ablate.models(cfg, rd, STUDENT)
-    for k, slug in enumerate(targets):
-        preds = [Parsed.of(ex.gold if i % 5 < k + 1 else "nonsense") for i, ex in enumerate(examples)]
-        records = [{"idx": i, "id": ex.id, "parsed": p.value, "parse_failed": p.failed}
-                   for i, (ex, p) in enumerate(zip(examples, preds))]
-        results = [{"task": "sst2", "seed": 42, "key": "k", "n": n, "dtype": "float32", "prompts_truncated": 0,
-                    "metrics": task_metric(task)(examples, preds), "predictions": records}]
-        boot = bootstrap_tasks([task], results, {"sst2": examples}, settings)
-        meta = {"model": slug, "model_ref": targets[slug], "engine": "hf", "engine_name": slug, "dtype": "auto",
-                "k": None, "k_label": "4", "seeds": [42], "limit": n, "prompt_variant": "raw"}
-        rd.write_json(f"eval/{slug}/metrics.json", model_metrics(meta, results, [task], registry.benchmark(), boot,
-                                                                 settings, {"sst2": items_fingerprint(examples)}))
-        rd.write_bytes(f"eval/{slug}/bootstrap.npz", replicates_npz(boot))
-        complete(rd, f"eval/{slug}")
+    scored(rd, registry, targets, n=40, resamples=200, period=5)
     first = ablate.summarise(cfg, rd, targets)
     summary = rd.read_text(ablate.SUMMARY_MD)
     assert "| task | student-before | knowdist | Δ knowdist | icldist | Δ icldist | knowdist-icldist |" in summary

@@ -16,12 +16,14 @@ from sentidistill.stages import evaluate, report
 from sentidistill.tasks import Parsed, load_registry
 
 
-def _scored(rd: RunDir, registry, targets: dict[str, str]) -> None:
-    """eval/<slug>/ as the eval stage leaves it: metrics.json, bootstrap.npz, a complete manifest."""
-    task, n, settings = registry.get("sst2"), 30, Settings(resamples=100)
+def scored(rd: RunDir, registry, targets: dict[str, str], *, n: int = 30, resamples: int = 100,
+           period: int = 4) -> None:
+    """eval/<slug>/ as the eval stage leaves it: metrics.json, bootstrap.npz, a complete manifest. Model k
+    (in `targets` order) answers k+1 of every `period` sst2 items right, so later models score higher."""
+    task, settings = registry.get("sst2"), Settings(resamples=resamples)
     examples = registry.load_split("sst2", "test", n)
     for k, slug in enumerate(targets):
-        preds = [Parsed.of(ex.gold if i % 4 < k + 1 else "nonsense") for i, ex in enumerate(examples)]
+        preds = [Parsed.of(ex.gold if i % period < k + 1 else "nonsense") for i, ex in enumerate(examples)]
         records = [{"idx": i, "id": ex.id, "parsed": p.value, "parse_failed": p.failed}
                    for i, (ex, p) in enumerate(zip(examples, preds))]
         results = [{"task": "sst2", "seed": 42, "key": "k", "n": n, "dtype": "float32", "prompts_truncated": 0,
@@ -46,7 +48,7 @@ def test_report_stage_uses_the_pipeline_models_and_one_comparison(tmp_path: Path
     assert evaluate.comparison(cfg, list(models)) is None  # nothing scored yet: no table, no summary written
     assert not rd.exists(RunLayout.EVAL_SUMMARY)
 
-    _scored(rd, load_registry(data_dir=str(shared_data)), models)
+    scored(rd, load_registry(data_dir=str(shared_data)), models)
     comp = evaluate.comparison(cfg, list(models), "`sentidistill run x.yaml eval.limit=200`")
     assert comp is not None and comp.models == list(models) and comp.reference == "student-before"
     assert rd.exists(RunLayout.EVAL_SUMMARY) and rd.read_bytes(RunLayout.EVAL_CHART)[:4] == b"\x89PNG"
@@ -71,7 +73,7 @@ def test_pipeline_steps_are_one_declarative_list(tmp_path: Path, shared_data: Pa
     assert enabled["train-icldist"] is False and enabled["train-knowdist"] is True
     models = evaluate.pipeline_models(cfg)
     assert models["student-after"].endswith("train/knowdist/model")  # icldist off: KnowDist's export is final
-    _scored(RunDir(cfg.run_dir), load_registry(data_dir=str(shared_data)), models)
+    scored(RunDir(cfg.run_dir), load_registry(data_dir=str(shared_data)), models)
     seen: list[pipeline.StepResult] = []
     result = pipeline.run(cfg, start="report", on_step=seen.append)  # report only: no Ray, no training
     assert [(s.step, s.status) for s in seen] == [("report", "ran")] and result.steps == seen
