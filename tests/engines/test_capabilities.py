@@ -56,3 +56,14 @@ def test_stages_and_plans_follow_the_capabilities(tmp_path: Path) -> None:
     scored = PipelineConfig.model_validate({**cfg.model_dump(mode="json"), "eval": {"engine": REPLAY}})
     with pytest.raises(ConfigError, match="eval.engine.kind: 'replay' cannot score a model"):
         model_inputs(scored, RunDir(str(tmp_path / "run")), "some/model")
+
+
+def test_which_engines_return_logprobs() -> None:
+    """The server asks this before a logprobs request (a 422 naming the field when false, never a 5xx)."""
+    from sentidistill.config import EngineConfig
+    from sentidistill.engines import returns_logprobs
+
+    assert returns_logprobs(EngineConfig(kind="hf", model="m"))
+    assert not returns_logprobs(EngineConfig(kind="vllm", model="m"))  # raw_logits mode: label scores need it
+    assert returns_logprobs(EngineConfig(kind="vllm", model="m", engine_kwargs={"logprobs_mode": "raw_logprobs"}))
+    assert not returns_logprobs(EngineConfig.model_validate(REPLAY))

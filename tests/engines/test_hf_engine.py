@@ -10,6 +10,7 @@ import torch
 from sentidistill.config import EngineConfig
 from sentidistill.engines import GenerationRequest, build_engine
 from sentidistill.engines.base import first_token_ids
+from sentidistill.engines.hf import token_batches
 from sentidistill.engines.prefix_cache import PrefixCache
 
 
@@ -80,3 +81,29 @@ def test_prefix_cached_scores_equal_whole_prompt_scores(tiny_model: Path) -> Non
         assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-5, rtol=0), (got, want)
     assert cached.prefix_cache.hits >= 8 and len(cached.prefix_cache.entries) >= 2
     assert plain.prefix_cache.hits == 0
+
+
+def test_token_batches_keep_order_rows_and_padded_size() -> None:
+    lengths = [900, 800, 300, 250, 200, 100, 100, 2500, 50]
+    batches = token_batches(list(range(len(lengths))), lengths, max_rows=4, max_tokens=1000)
+    assert [i for b in batches for i in b] == list(range(len(lengths)))  # every prompt once, in order
+    for b in batches:
+        padded = max(lengths[i] for i in b) * len(b)
+        assert len(b) <= 4 and (padded <= 1000 or len(b) == 1), (b, padded)
+    assert [7] in batches  # over the budget: alone
+    assert token_batches([0, 1, 2, 3, 4], [9] * 5, max_rows=2, max_tokens=None) == [[0, 1], [2, 3], [4]]
+
+
+def test_token_budget_changes_batches_not_scores(tiny_model: Path) -> None:
+    prompts = ["Sentence: " + "long " * n + "\nLabel:" for n in (60, 50, 5, 4, 3, 2)]
+    rows = build_engine(EngineConfig(kind="hf", model=str(tiny_model), resources={"batch_size": 6},
+                                     hf={"prefix_cache_entries": 0}))
+    budget = build_engine(EngineConfig(kind="hf", model=str(tiny_model), hf={"prefix_cache_entries": 0},
+                                       resources={"batch_size": 6, "max_batch_tokens": 80}))
+    calls: list[tuple[int, ...]] = []
+    forward = budget.model.forward
+    budget.model.forward = lambda *a, **kw: calls.append(tuple(kw["input_ids"].shape)) or forward(*a, **kw)
+    want = rows.score_next_token(prompts, [" negative", " positive"])
+    got = budget.score_next_token(prompts, [" negative", " positive"])
+    assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-4, rtol=0)
+    assert len(calls) >= 3 and all(n * width <= 80 or n == 1 for n, width in calls), calls

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sentidistill.config import EngineConfig, load_config
-from sentidistill.engines.pool import map_batches_kwargs
+from sentidistill.engines.pool import batches_in_flight, map_batches_kwargs
 from sentidistill.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,3 +36,16 @@ def test_gpu_cluster_example_is_elastic() -> None:
     cfg = load_config(REPO / "jobs" / "configs" / "gpu-cluster.yaml")
     low, high = cfg.teacher.actor_range
     assert low < high
+
+
+def test_continuous_engines_keep_several_batches_per_actor() -> None:
+    """vllm actors run `vllm.max_batches_in_flight` async calls at once; engines without continuous batching one."""
+    vllm = EngineConfig.model_validate({"kind": "vllm", "model": "m", "vllm": {"max_batches_in_flight": 3}})
+    assert batches_in_flight(vllm) == 3
+    assert map_batches_kwargs(vllm, batches_in_flight(vllm))["compute"].max_concurrent_calls_per_actor == 3
+    assert batches_in_flight(EngineConfig(kind="vllm", model="m")) == 4  # the default
+    hf = EngineConfig(kind="hf", model="m")
+    assert batches_in_flight(hf) == 1
+    assert map_batches_kwargs(hf, batches_in_flight(hf))["compute"].max_concurrent_calls_per_actor is None
+    with pytest.raises(ValueError, match="max_batches_in_flight"):
+        EngineConfig.model_validate({"kind": "vllm", "model": "m", "vllm": {"max_batches_in_flight": 0}})

@@ -5,6 +5,7 @@ One engine per module: starting vLLM costs ~20-40 s on a shared 2-core box.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import psutil
@@ -66,9 +67,38 @@ def test_scores_match_hf_logits(engines) -> None:
         vl.score_next_token(PROMPTS[:1], [" not intimate", " not sure"])
 
 
+def test_a_batch_enters_the_engine_while_another_runs(engines) -> None:
+    """Continuous batching (ContinuousGenerateUDF's path): a short batch sent after a long one starts before the
+    long one ends, so it finishes first; every answer is the greedy text of one blocking call per batch."""
+    _, vl = engines
+    long = [GenerationRequest(prompt=p, max_new_tokens=64) for p in PROMPTS[:2]]
+    short = [GenerationRequest(prompt=p, max_new_tokens=2) for p in PROMPTS[1:]]
+    static = vl.generate(long), vl.generate(short)  # static batching: each call waits for its whole batch
+    finished: list[str] = []
+
+    async def answer(name: str, reqs: list[GenerationRequest]) -> list:
+        out = await vl.generate_async(reqs)
+        finished.append(name)
+        return out
+
+    async def both() -> tuple[list, list]:
+        first = asyncio.create_task(answer("long", long))
+        await asyncio.sleep(0)  # the long batch is handed to the engine first
+        second = asyncio.create_task(answer("short", short))
+        return await first, await second
+
+    ours = asyncio.run(both())
+    assert finished == ["short", "long"]
+    assert all(c.completion_tokens == 64 for c in static[0]), "the long batch must really run 64 steps"
+    for got, want in zip(ours, static, strict=True):
+        assert [(c.text, c.finish_reason, c.completion_tokens, c.error) for c in got] == \
+            [(c.text, c.finish_reason, c.completion_tokens, c.error) for c in want]
+
+
 def test_empty_batches(engines) -> None:
     _, vl = engines
     assert vl.generate([]) == [] and vl.score_next_token([], LABELS) == []
+    assert asyncio.run(vl.generate_async([])) == []
 
 
 def test_too_long_prompt_is_truncated_like_hf(engines) -> None:

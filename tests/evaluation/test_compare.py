@@ -121,6 +121,20 @@ def test_table_pairs_every_model_with_the_reference(run_dir: RunDir) -> None:
     assert "paired bootstrap" in md and "Only 60 test items in some tasks" in md and "Seeds" not in md
 
 
+def test_group_rows_show_trained_and_held_out_tasks_apart(run_dir: RunDir) -> None:
+    groups = {"ICLDist tasks": ["sst2"], "held out of ICLDist": ["atsa_rest16", "imdb"], "unscored": ["imdb"]}
+    comp = compare.build(run_dir, ["student-before", "student-after"], groups=groups)
+    rows = {r.name: r for r in comp.rows}
+    assert [r.name for r in comp.rows] == ["sst2", "atsa_rest16", "basic", "fine-grained", "ICLDist tasks",
+                                           "held out of ICLDist", "SentiBench"]  # no row without a scored task
+    assert rows["ICLDist tasks"].kind == "group"
+    for slug in ("student-before", "student-after"):  # a one-task group is that task, interval included
+        assert rows["ICLDist tasks"].cells[slug].text == rows["sst2"].cells[slug].text
+        assert rows["held out of ICLDist"].cells[slug].text == rows["atsa_rest16"].cells[slug].text
+    assert rows["ICLDist tasks"].deltas["student-after"].significant
+    assert rows["held out of ICLDist"].deltas["student-after"].text == "+0.0 [+0.0, +0.0]"
+
+
 def test_other_items_are_not_paired(run_dir: RunDir, registry: TaskRegistry) -> None:
     fewer = [part(registry, "sst2", 42, answers(registry, 0.9, 100, 1), 100)]
     write_model(run_dir, registry, "fewer", fewer, [42])

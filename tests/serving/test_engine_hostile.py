@@ -69,3 +69,51 @@ def test_first_stop_is_the_earliest() -> None:
 def test_tiny_temperatures_sample_without_overflow(hf, temperature: float) -> None:
     out = hf.generate([GenerationRequest(prompt="Hello", max_new_tokens=4, temperature=temperature, seed=1)])[0]
     assert out.error is None and out.finish_reason in ("stop", "length")
+
+
+# log-probabilities and streaming --------------------------------------------------------------
+def test_logprobs_are_the_models_own_next_token_distribution(hf) -> None:
+    """Recorded inside generate (StepLogprobs) = a separate full forward pass over prompt + completion."""
+    import torch
+
+    from sentidistill.engines.base import prompt_ids
+
+    prompt = "The food was"
+    asked, plain = hf.generate([GenerationRequest(prompt=prompt, max_new_tokens=8, logprobs=3),
+                                GenerationRequest(prompt=prompt, max_new_tokens=8)])
+    assert plain.logprobs is None and asked.text == plain.text
+    entries = asked.logprobs
+    assert entries and "".join(e.token for e in entries) == asked.text
+    ids = prompt_ids(hf.tokenizer, prompt)
+    gen = hf.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                            do_sample=False, max_new_tokens=8, pad_token_id=hf.tokenizer.pad_token_id)[0, len(ids):]
+    with torch.inference_mode():
+        logits = hf.model(torch.tensor([ids + gen.tolist()])).logits[0].float()
+    lps = torch.log_softmax(logits, dim=-1)
+    for i, e in enumerate(entries):
+        row = lps[len(ids) + i - 1]
+        assert e.logprob == pytest.approx(float(row[gen[i]]), abs=1e-4)
+        assert [lp for _, lp in e.top] == pytest.approx(row.topk(3).values.tolist(), abs=1e-4)
+        assert e.logprob <= 0 and e.logprob == pytest.approx(e.top[0][1], abs=1e-6)  # greedy: the most likely
+
+
+def test_streaming_sends_pieces_that_add_up_to_the_completion(hf) -> None:
+    from sentidistill.engines.base import TextStream
+
+    free = hf.generate([GenerationRequest(prompt="Once upon a time", max_new_tokens=12)])[0]
+    stop = free.text[3:5]
+    reqs = [GenerationRequest(prompt="Once upon a time", max_new_tokens=12),
+            GenerationRequest(prompt="Once upon a time", max_new_tokens=12, stop=[stop])]
+    pieces: dict[int, list[str]] = {0: [], 1: []}
+    out = hf.generate_streaming(reqs, TextStream(lambda i, text: pieces[i].append(text), lambda: False))
+    assert [c.text for c in out] == [free.text, free.text[: free.text.find(stop)]]
+    assert len(pieces[0]) > 1  # token by token, not the whole text at the end
+    assert ["".join(pieces[i]) for i in (0, 1)] == [c.text for c in out]  # nothing past a stop string was sent
+
+
+def test_cancelled_stream_stops_generating(hf) -> None:
+    from sentidistill.engines.base import TextStream
+
+    out = hf.generate_streaming([GenerationRequest(prompt="Once upon a time", max_new_tokens=24)],
+                                TextStream(lambda i, text: None, lambda: True))[0]
+    assert out.completion_tokens == 1  # stopped after the first step

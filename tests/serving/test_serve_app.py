@@ -223,7 +223,7 @@ BAD: list[tuple[str, str, Any, int, str]] = [
                                        "tools": [{"type": "function"}]}, 422, "tools"),
     ("/v1/completions", "negative temperature", {"model": "tiny-student", "prompt": "a", "temperature": -1}, 422,
      "temperature"),
-    ("/v1/completions", "logprobs", {"model": "tiny-student", "prompt": "a", "logprobs": 5}, 422, "logprobs"),
+    ("/v1/completions", "logprobs over 5", {"model": "tiny-student", "prompt": "a", "logprobs": 6}, 422, "logprobs"),
     ("/v1/completions", "prompt too long", {"model": "tiny-student", "prompt": "x" * 100_001}, 422, "prompt"),
     ("/v1/chat/completions", "no messages", {"model": "tiny-student", "messages": []}, 422, "messages"),
     ("/v1/chat/completions", "bad role", {"model": "tiny-student", "messages": [{"role": "robot", "content": "a"}]},

@@ -3,7 +3,8 @@
 - >= 1,000 generated malformed requests over every POST route: no answer >= 500, /healthz stays 200,
   a fixed greedy request answers the same before and after, no engine call past its bound;
 - requests with and without `seed` (and other sampling params) in one batch all answer, as alone;
-- the official `openai` client: streaming (SSE chunks, [DONE], include_usage), n, echo, models/{id};
+- the official `openai` client: streaming token by token (SSE chunks, [DONE], include_usage), n, echo,
+  models/{id}, log-probabilities on both routes (and their limits);
 - check_health: a frozen or dead engine fails it (in-process, real engine), and a frozen replica is
   replaced by Serve and the app answers again.
 """
@@ -207,6 +208,18 @@ def test_mixed_sampling_params_in_one_batch_answer_as_alone(served: launch.Endpo
         assert [together[j].json()["choices"][0]["text"] for j in (i, i + 6, i + 12)] == [alone] * 3
 
 
+def test_a_stream_whose_client_left_stops_generating(served: launch.Endpoint, client: httpx.Client) -> None:
+    before = client.get("/healthz").json()["dropped"]
+    body = {**FIXED, "prompt": [f"Tell a long story number {i}:" for i in range(32)], "max_tokens": 32, "stream": True}
+    with httpx.stream("POST", f"{served.url}/v1/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert next(r.iter_lines()).startswith("data: {")  # text is coming: the generation is under way
+    deadline = time.monotonic() + 30  # the connection is closed: the replica drops the rest of the work
+    while client.get("/healthz").json()["dropped"] == before:
+        assert time.monotonic() < deadline, "the abandoned stream's generation was not stopped"
+        time.sleep(0.2)
+
+
 def test_work_of_a_client_that_left_is_dropped(served: launch.Endpoint, client: httpx.Client) -> None:
     """A client that disconnects mid-request: the replica skips its remaining engine calls (`dropped`)."""
     before = client.get("/healthz").json()["dropped"]
@@ -231,6 +244,7 @@ def test_openai_client_streams_completions_and_chat(served: launch.Endpoint, cli
                                    stream_options={"include_usage": True})
     chunks = list(stream)
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    assert sum(bool(c.choices and c.choices[0].text) for c in chunks) > 1  # streamed as generated, not whole
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == whole.usage.total_tokens
 
@@ -241,6 +255,7 @@ def test_openai_client_streams_completions_and_chat(served: launch.Endpoint, cli
                                             stream=True))
     assert parts[0].choices[0].delta.role == "assistant"
     assert "".join(p.choices[0].delta.content or "" for p in parts) == chat.choices[0].message.content
+    assert sum(bool(p.choices[0].delta.content) for p in parts) > 1
     assert parts[-1].choices[0].finish_reason == chat.choices[0].finish_reason
 
     raw = client.post("/v1/chat/completions", json={"model": MODEL, "messages": messages[:2], "max_tokens": 2,
@@ -264,6 +279,62 @@ def test_openai_neutral_fields_n_echo_and_model_lookup(served: launch.Endpoint) 
     done = oa.completions.create(model=MODEL, prompt=["Hi", "Yo"], max_tokens=3, n=2, echo=True, temperature=0)
     assert [c.text[:2] for c in done.choices] == ["Hi", "Hi", "Yo", "Yo"]
     assert done.choices[0].text == done.choices[1].text  # greedy choices agree
+
+
+def test_streamed_n_and_echo_fan_out_to_every_choice(served: launch.Endpoint) -> None:
+    oa = openai.OpenAI(base_url=served.base_url, api_key="unused", max_retries=0)
+    whole = oa.completions.create(model=MODEL, prompt=["Hi", "Yo"], max_tokens=5, n=2, echo=True, temperature=0)
+    texts = {i: "" for i in range(4)}
+    for chunk in oa.completions.create(model=MODEL, prompt=["Hi", "Yo"], max_tokens=5, n=2, echo=True,
+                                       temperature=0, stream=True):
+        for c in chunk.choices:
+            texts[c.index] += c.text
+    assert [texts[i] for i in range(4)] == [c.text for c in whole.choices]
+
+
+def test_openai_client_gets_logprobs_on_both_routes(served: launch.Endpoint) -> None:
+    """Real log-probabilities of the generated tokens (values in tests/serving/test_engine_hostile.py), in
+    OpenAI's two shapes, streamed too; the greedy token is the most likely one."""
+    oa = openai.OpenAI(base_url=served.base_url, api_key="unused", max_retries=0)
+    done = oa.completions.create(model=MODEL, prompt="The food was", max_tokens=8, temperature=0, logprobs=3)
+    choice = done.choices[0]
+    lp = choice.logprobs
+    assert 1 < len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+    assert len(lp.tokens) in (done.usage.completion_tokens, done.usage.completion_tokens - 1)  # - end token
+    assert "".join(lp.tokens) == choice.text
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+    for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
+        assert value <= 0 and len(top) == 3 and top[token] == value == max(top.values())
+
+    messages = [{"role": "user", "content": "Great pasta?"}]
+    chat = oa.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, temperature=0, logprobs=True,
+                                      top_logprobs=5)
+    content = chat.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == chat.choices[0].message.content
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 5 and t.bytes == list(t.token.encode())
+        assert t.logprob == max(a.logprob for a in t.top_logprobs) == t.top_logprobs[0].logprob
+    plain = oa.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, temperature=0, logprobs=True)
+    assert [t.top_logprobs for t in plain.choices[0].logprobs.content] == [[] for _ in content]
+    streamed = [t for part in oa.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, temperature=0,
+                                                         logprobs=True, top_logprobs=5, stream=True)
+                if part.choices and part.choices[0].logprobs for t in part.choices[0].logprobs.content or []]
+    assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
+
+
+@pytest.mark.parametrize(("route", "body", "names"), [
+    ("/v1/completions", {"prompt": "a", "logprobs": 6}, "logprobs"),
+    ("/v1/completions", {"prompt": "a", "logprobs": -1}, "logprobs"),
+    ("/v1/completions", {"prompt": "a", "logprobs": 2, "echo": True}, "logprobs"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}], "logprobs": True, "top_logprobs": 21},
+     "top_logprobs"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}], "top_logprobs": 2}, "top_logprobs"),
+])
+def test_logprobs_limits_are_422_naming_the_field(client: httpx.Client, route: str, body: dict[str, Any],
+                                                  names: str) -> None:
+    r = client.post(route, json={"model": MODEL, "max_tokens": 2, **body})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"].startswith(names), r.json()["error"]["message"]
 
 
 # health --------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ process behind. Slow: a vLLM engine start costs ~20-40 s on a shared 2-core box.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -64,6 +65,15 @@ def test_vllm_engine_behind_serve(ray_local, tiny_model: Path, shared_data: Path
             assert done["choices"][0]["text"] == hf.generate([GenerationRequest(prompt="The food was",
                                                                                 max_new_tokens=6)])[0].text
             assert c.post("/v1/sentiment", json={"texts": ["fine"]}).status_code == 200
+            # raw_logits mode (label scores above): no log-probabilities, a 422 naming the field, never a 5xx
+            refused = c.post("/v1/completions", json={"model": "tiny-vllm", "prompt": "a", "max_tokens": 2,
+                                                      "logprobs": 1})
+            assert refused.status_code == 422 and refused.json()["error"]["param"] == "logprobs"
+            streamed = c.post("/v1/completions", json={"model": "tiny-vllm", "prompt": "The food was", "max_tokens": 6,
+                                                       "temperature": 0, "stream": True})
+            pieces = [json.loads(line[6:])["choices"][0]["text"] for line in streamed.text.splitlines()
+                      if line.startswith("data: {")]
+            assert "".join(pieces) == done["choices"][0]["text"]  # whole, in one chunk: vLLM does not stream here
         pids = descendants("EngineCore")
         assert pids
         # A dead engine inside the replica: check_health's probe fails, Serve replaces the replica.

@@ -121,6 +121,22 @@ def test_request_models_carry_the_configured_limits() -> None:
     assert field_path(("body", "messages", 0, "role")) == "messages[0].role"
 
 
+def test_logprobs_fields_follow_openai_limits() -> None:
+    models = request_models(ServeConfig())
+    assert models.completion.model_validate({"model": "m", "prompt": "a", "logprobs": 5}).logprobs == 5
+    for bad, match in [({"logprobs": 6}, "less than or equal to 5"), ({"logprobs": 1, "echo": True}, "with echo")]:
+        with pytest.raises(ValidationError, match=match):
+            models.completion.model_validate({"model": "m", "prompt": "a", **bad})
+    chat = {"model": "m", "messages": [{"role": "user", "content": "a"}]}
+    assert models.chat.model_validate({**chat, "logprobs": True, "top_logprobs": 20}).top_n() == 20
+    assert models.chat.model_validate({**chat, "logprobs": True}).top_n() == 0
+    assert models.chat.model_validate({**chat, "logprobs": False, "top_logprobs": 0}).top_n() is None
+    for bad, match in [({"logprobs": True, "top_logprobs": 21}, "less than or equal to 20"),
+                       ({"top_logprobs": 2}, "needs logprobs: true")]:
+        with pytest.raises(ValidationError, match=match):
+            models.chat.model_validate({**chat, **bad})
+
+
 def test_auth_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SD_UNIT_KEY", raising=False)
     assert load_key(None) is None

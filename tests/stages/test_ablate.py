@@ -132,3 +132,10 @@ def test_ablate_on_the_tiny_model_then_resume(tiny_config, shared_data: Path, ra
     assert sum(line.startswith("skipped") for line in lines) >= 8, again.output
     assert any(line.startswith("ran") and "eval" in line for line in lines)
     assert rd.manifest("eval/gold").status == "complete" and "Δ gold" in again.output
+
+
+def test_variant_subset_keeps_table_order_and_refuses_unknown_names() -> None:
+    assert ablate.chosen(None) == ablate.VARIANTS
+    assert ablate.chosen(["gold", "knowdist"]) == ("knowdist", "gold")
+    with pytest.raises(ConfigError, match=r"--variant \['gld'\]: not a variant"):
+        ablate.chosen(["gold", "gld"])

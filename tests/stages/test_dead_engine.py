@@ -8,6 +8,7 @@ the vllm engine dies the way it does in production: its engine-core process is k
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -19,19 +20,24 @@ from sentidistill.config import EngineConfig
 from sentidistill.engines.base import EngineDeadError
 from sentidistill.engines.pool import ENGINE_RESTARTS, map_batches_kwargs
 from sentidistill.evaluation.udf import EvalUDF
-from sentidistill.generation.generation import GenerateUDF
+from sentidistill.generation.generation import ContinuousGenerateUDF, GenerateUDF
 
 ROWS = {"id": ["a", "b", "c"], "messages": [None] * 3, "prompt": ["The food was", "Hello there", "Service:"],
         "max_new_tokens": [3] * 3, "temperature": [0.0] * 3, "top_p": [1.0] * 3, "seed": [0] * 3}
 
 
-def probe_class() -> type:
-    """GenerateUDF plus what the test needs to see inside the actor: its pid, and a way to kill the engine.
-    Built in a function so that Ray ships the class by value (the test module is not importable on workers)."""
+def probe_class(udf: type = GenerateUDF) -> type:
+    """The UDF plus what the test needs to see inside the actor: its pid, and a way to kill the engine.
+    Built in a function so that Ray ships the class by value (the test module is not importable on workers).
+    An async UDF (ContinuousGenerateUDF) makes the actor an async actor, as Ray Data's pool actors run it."""
 
-    class Probe(GenerateUDF):
-        def run(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-            return self(batch)
+    class Probe(udf):  # type: ignore[valid-type,misc]
+        if inspect.iscoroutinefunction(udf.__call__):
+            async def run(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+                return await self(batch)
+        else:
+            def run(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+                return self(batch)
 
         def pid(self) -> int:
             return os.getpid()
@@ -52,8 +58,8 @@ def restart_options(cfg: EngineConfig) -> dict[str, Any]:
     return {"num_cpus": kwargs["num_cpus"], **kwargs["ray_remote_args_fn"]()}
 
 
-def check_actor_is_replaced(ray: Any, cfg: EngineConfig) -> None:
-    actor = ray.remote(**restart_options(cfg))(probe_class()).remote(cfg)
+def check_actor_is_replaced(ray: Any, cfg: EngineConfig, udf: type = GenerateUDF) -> None:
+    actor = ray.remote(**restart_options(cfg))(probe_class(udf)).remote(cfg)
     try:
         first_pid = ray.get(actor.pid.remote())
         before = ray.get(actor.run.remote(ROWS), timeout=600)
@@ -92,4 +98,4 @@ def test_a_killed_vllm_engine_core_restarts_its_actor(ray_local, tiny_model: Pat
     pytest.importorskip("vllm")
     cfg = EngineConfig(kind="vllm", model=str(tiny_model), dtype="float32", max_model_len=256,
                        vllm={"max_num_seqs": 4, "cpu_kvcache_gb": 1})
-    check_actor_is_replaced(ray_local, cfg)
+    check_actor_is_replaced(ray_local, cfg, ContinuousGenerateUDF)  # the vllm generation actors' UDF

@@ -15,6 +15,9 @@ def ablate(
                                     "step, icldist, gold or eval."),
     limit: int = typer.Option(None, "--limit", help="Quick run: at most N texts per corpus source, ICL examples "
                               "per task and eval items per task."),
+    variant: list[str] = typer.Option(None, "--variant", help="Compare only this variant (repeatable): knowdist, "
+                                      "icldist, knowdist-icldist or gold; student-before is always scored. "
+                                      "Default: all four."),
 ) -> None:
     """Train and score the paper's variants from one config (shared data made once); rerun to resume."""
     from sentidistill.cli.tables import print_comparison, print_step, rerun_hint
@@ -22,7 +25,7 @@ def ablate(
     from sentidistill.stages import ablate as stage
 
     cfg = load(config, overrides, limit=limit)
-    result = stage.run(cfg, force=force or [], on_step=lambda r: print_step(console, r),
+    result = stage.run(cfg, force=force or [], variants=variant or None, on_step=lambda r: print_step(console, r),
                        rerun=rerun_hint(["sentidistill", "ablate", config], overrides))
     if result.comparison is not None:
         print_comparison(console, result.comparison, title="Ablation: SentiBench x100")

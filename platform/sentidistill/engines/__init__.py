@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from sentidistill.config import EngineConfig
-from sentidistill.engines.base import Capabilities, Completion, Engine, GenerationRequest
+from sentidistill.engines.base import Capabilities, Completion, Engine, GenerationRequest, TokenLogprob
 
 ENGINES: dict[str, str] = {
     "hf": "sentidistill.engines.hf:HFEngine",
@@ -27,6 +27,11 @@ def capabilities(kind: str) -> Capabilities:
     return engine_class(kind).capabilities
 
 
+def returns_logprobs(cfg: EngineConfig) -> bool:
+    """Whether engine `cfg` returns per-token log-probabilities (GenerationRequest.logprobs); loads no model."""
+    return engine_class(cfg.kind).returns_logprobs(cfg)
+
+
 def build_engine(cfg: EngineConfig, cache_dir: str | None = None, data_dir: str | None = None) -> Engine:
     """Instantiate the engine `cfg.kind` (loads the model); data_dir resolves a replay corpus's data:// path."""
     if cfg.replay is not None:  # the replay section is set for kind replay only
@@ -34,5 +39,5 @@ def build_engine(cfg: EngineConfig, cache_dir: str | None = None, data_dir: str 
     return engine_class(cfg.kind)(cfg, cache_dir=cache_dir)
 
 
-__all__ = ["ENGINES", "Capabilities", "Completion", "Engine", "GenerationRequest", "build_engine", "capabilities",
-           "engine_class"]
+__all__ = ["ENGINES", "Capabilities", "Completion", "Engine", "GenerationRequest", "TokenLogprob", "build_engine",
+           "capabilities", "engine_class", "returns_logprobs"]

@@ -1,7 +1,10 @@
 """The engine seam: every model call in every stage goes through `Engine`.
 
 Two operations cover the whole platform:
-- `generate(requests)`: chat or raw prompts with sampling params -> text, finish reason, tokens;
+- `generate(requests)`: chat or raw prompts with sampling params -> text, finish reason, tokens
+  (and, when a request asks and the engine `returns_logprobs`, each generated token's log-probability);
+  `generate_streaming(requests, stream)` also hands each request's text to `stream` as it grows
+  (token by token in the hf engine; all at once at the end in engines that cannot stream);
 - `score_next_token(prompts, candidates)`: one forward pass, the logit of each candidate's first
   token after each prompt (SentiBench classification and served label probabilities).
 """
@@ -9,6 +12,7 @@ Two operations cover the whole platform:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,6 +30,9 @@ class GenerationRequest:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    # None: no log-probabilities; N >= 0: each generated token's logprob and its N most likely alternatives
+    # (engines whose capabilities do not say `returns_logprobs` ignore it; the server refuses such requests).
+    logprobs: int | None = None
     # Which corpus text the prompt was built from: model engines ignore these; the replay engine
     # answers by looking them up (source_id first, then the whitespace-normalised text).
     source_id: str | None = None
@@ -36,6 +43,19 @@ class GenerationRequest:
             raise ValueError("GenerationRequest needs exactly one of prompt or messages")
 
 
+LOGPROB_FLOOR = -9999.0  # stands for -inf (a token the model's processors ruled out): JSON has no infinity
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token: its text (as it appears in the completion), its log-probability under the
+    model, and the `top` most likely tokens at that step as (text, logprob), most likely first."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
 @dataclass
 class Completion:
     text: str
@@ -44,12 +64,26 @@ class Completion:
     completion_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = None
+    # Tokens of `text` with their log-probabilities, when the request asked (GenerationRequest.logprobs).
+    logprobs: list[TokenLogprob] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "response": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens, "latency_s": self.latency_s, "error": self.error,
         }
+
+
+@dataclass(frozen=True)
+class TextStream:
+    """Where `Engine.generate_streaming` sends text while it generates, and how it learns to stop early."""
+
+    emit: Callable[[int, str], None]  # (index of the request, text that follows what was sent before)
+    cancelled: Callable[[], bool]  # true once nobody waits for the text: stop generating
+
+    def for_rows(self, rows: list[int]) -> TextStream:
+        """The same stream for a sub-batch: its row r is request `rows[r]`."""
+        return TextStream(lambda r, text: self.emit(rows[r], text), self.cancelled)
 
 
 class EngineDeadError(RuntimeError):
@@ -69,6 +103,10 @@ class Capabilities:
     scores_labels: bool  # score_next_token works: it can be evaluated on SentiBench and serve label scores
     answers_any_prompt: bool  # false: answers only the corpus texts it recorded (replay)
     caches_prefixes: bool  # reuses the KV of shared prompt prefixes across calls
+    returns_logprobs: bool = False  # generate honours GenerationRequest.logprobs (Completion.logprobs)
+    # generate_async admits each request into the running engine as a sequence slot frees, so a caller
+    # can keep several batches in flight (generation's ContinuousGenerateUDF); else one blocking call per batch
+    continuous_batching: bool = False
 
 
 class Engine(ABC):
@@ -85,13 +123,32 @@ class Engine(ABC):
     def name(self) -> str:
         return self.cfg.display_name
 
+    @classmethod
+    def returns_logprobs(cls, cfg: EngineConfig) -> bool:
+        """Whether an engine built from `cfg` fills Completion.logprobs when a request asks (no model loaded)."""
+        return cls.capabilities.returns_logprobs
+
     @abstractmethod
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         """Answer each request; per-request failures come back as finish_reason='error', not raised."""
 
+    def generate_streaming(self, requests: list[GenerationRequest], stream: TextStream) -> list[Completion]:
+        """`generate`, sending each request's text to `stream` as it grows; the text sent for a request
+        adds up to its completion's text. This default sends it whole, once generated."""
+        done = self.generate(requests)
+        for i, c in enumerate(done):
+            if c.text:
+                stream.emit(i, c.text)
+        return done
+
     @abstractmethod
     def score_next_token(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
         """For each prompt, the next-token logit of the first token of each candidate string."""
+
+    async def generate_async(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """`generate` awaited from an event loop, several batches at once; only engines whose capabilities
+        say `continuous_batching` have it."""
+        raise NotImplementedError(f"engine {self.kind} has no continuous batching (capabilities.continuous_batching)")
 
     @property
     def weights_dtype(self) -> str:

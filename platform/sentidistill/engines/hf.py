@@ -1,4 +1,5 @@
-"""transformers engine: CPU or GPU, batched, left padding, safetensors only."""
+"""transformers engine: CPU or GPU, batched, left padding, safetensors only; streams text token by token
+(`generate_streaming`, hf_stream) and returns per-token log-probabilities (step_logprobs) when asked."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 
 from sentidistill.config import EngineConfig, HFEngineConfig
 from sentidistill.engines.base import (
-    Capabilities, Completion, Engine, EngineDeadError, GenerationRequest, first_token_ids, prompt_ids, render_messages,
+    Capabilities, Completion, Engine, EngineDeadError, GenerationRequest, TextStream, first_token_ids, prompt_ids,
+    render_messages,
 )
 from sentidistill.engines.gen_config import context_length
 from sentidistill.engines.prefix_cache import PrefixCache
@@ -27,9 +29,28 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def token_batches(idx: list[int], lengths: list[int], max_rows: int, max_tokens: int | None) -> list[list[int]]:
+    """`idx` cut in order into batches of at most `max_rows` whose padded size (rows x longest) stays within
+    `max_tokens`: a few long prompts per pass, many short ones. A prompt over the budget runs alone."""
+    batches: list[list[int]] = []
+    chunk: list[int] = []
+    longest = 0
+    for i, n in zip(idx, lengths, strict=True):
+        wider = max(longest, n)
+        if chunk and (len(chunk) >= max_rows or (max_tokens is not None and wider * (len(chunk) + 1) > max_tokens)):
+            batches.append(chunk)
+            chunk, wider = [], n
+        chunk.append(i)
+        longest = wider
+    if chunk:
+        batches.append(chunk)
+    return batches
+
+
 class HFEngine(Engine):
     kind = "hf"
-    capabilities = Capabilities(loads_model=True, scores_labels=True, answers_any_prompt=True, caches_prefixes=True)
+    capabilities = Capabilities(loads_model=True, scores_labels=True, answers_any_prompt=True, caches_prefixes=True,
+                                returns_logprobs=True)
 
     def __init__(self, cfg: EngineConfig, cache_dir: str | None = None):
         super().__init__(cfg, cache_dir)
@@ -85,6 +106,14 @@ class HFEngine(Engine):
     # Engine API ------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        return self._generate(requests, None)
+
+    @torch.inference_mode()
+    def generate_streaming(self, requests: list[GenerationRequest], stream: TextStream) -> list[Completion]:
+        """Token by token: each call's rows send their settled text after every step (hf_stream.RowStreamer)."""
+        return self._generate(requests, stream)
+
+    def _generate(self, requests: list[GenerationRequest], stream: TextStream | None) -> list[Completion]:
         out: list[Completion | None] = [None] * len(requests)
         # Requests with and without a seed may share a call: None never meets an int in the comparison.
         key = lambda i: (requests[i].max_new_tokens, requests[i].temperature, requests[i].top_p,  # noqa: E731
@@ -99,7 +128,8 @@ class HFEngine(Engine):
             for start in range(0, len(idx), size):
                 chunk = idx[start:start + size]
                 try:
-                    results = self._generate_batch([requests[i] for i in chunk], *params)
+                    results = self._generate_batch([requests[i] for i in chunk], *params,
+                                                   stream=stream and stream.for_rows(chunk))
                 except Exception as e:  # noqa: BLE001 - recorded per row, retried on the next run
                     if self.is_dead(e):  # the device or the weights are gone: every later row would fail too
                         raise EngineDeadError(f"hf engine: {type(e).__name__}: {e}") from e
@@ -109,7 +139,7 @@ class HFEngine(Engine):
         return [c for c in out if c is not None]
 
     def _generate_batch(self, reqs: list[GenerationRequest], max_new: int, temp: float, top_p: float,
-                        stop: tuple[str, ...], seed: int | None) -> list[Completion]:
+                        stop: tuple[str, ...], seed: int | None, stream: TextStream | None = None) -> list[Completion]:
         t0 = time.perf_counter()
         enc = self._encode([self._prompt_text(r) for r in reqs], max_new)
         if seed is not None:
@@ -121,12 +151,24 @@ class HFEngine(Engine):
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if stop:  # not transformers' stop_strings: its set-up cost grows with vocabulary x stop length
             gen_kwargs["stopping_criteria"] = stop_criteria(self.tokenizer, list(stop), enc["input_ids"].shape[1])
+        recorder = self._logprobs_recorder(reqs)
+        if recorder is not None:
+            gen_kwargs["logits_processor"] = [recorder]
+        streamer = None
+        if stream is not None:
+            from sentidistill.engines.hf_stream import Cancelled, RowStreamer  # transformers: loaded only when used
+
+            streamer = RowStreamer(self.tokenizer, stream, len(reqs), stop, set(self._eos_ids()))
+            gen_kwargs.update(streamer=streamer, stopping_criteria=[*gen_kwargs.get("stopping_criteria", []),
+                                                                    Cancelled(stream)])
         seqs = self.model.generate(**enc, **gen_kwargs)
         new = seqs[:, enc["input_ids"].shape[1]:]
+        if recorder is not None:
+            recorder.finish(new[:, -1])
         latency = (time.perf_counter() - t0) / len(reqs)
         eos_ids = set(self._eos_ids())
         results = []
-        for row, mask in zip(new.tolist(), enc["attention_mask"], strict=True):
+        for k, (row, mask) in enumerate(zip(new.tolist(), enc["attention_mask"], strict=True)):
             n = next((j + 1 for j, t in enumerate(row) if t in eos_ids), None)
             finished = n is not None
             toks = row[: n] if finished else row
@@ -135,8 +177,23 @@ class HFEngine(Engine):
             if cut is not None:
                 text, finished = text[:cut], True
             reason = "stop" if finished or len(toks) < max_new else "length"
-            results.append(Completion(text, reason, int(mask.sum()), len(toks), round(latency, 4)))
+            top_n = reqs[k].logprobs
+            logprobs = None if recorder is None or top_n is None else recorder.entries(
+                self.tokenizer, k, row[: n - 1] if n is not None else row, top_n, text)
+            results.append(Completion(text, reason, int(mask.sum()), len(toks), round(latency, 4), logprobs=logprobs))
+            if streamer is not None:
+                streamer.finish(k, text)
         return results
+
+    @staticmethod
+    def _logprobs_recorder(reqs: list[GenerationRequest]) -> Any:
+        """A StepLogprobs for the most alternatives any request asks for; None when none asks."""
+        wanted = [r.logprobs for r in reqs if r.logprobs is not None]
+        if not wanted:
+            return None
+        from sentidistill.engines.step_logprobs import StepLogprobs  # transformers: loaded only when used
+
+        return StepLogprobs(max(wanted))
 
     def _eos_ids(self) -> list[int]:
         eos = self.model.generation_config.eos_token_id
@@ -155,8 +212,9 @@ class HFEngine(Engine):
             groups.setdefault(prefix, []).append(i)
         out: list[list[float]] = [[] for _ in prompts]
         for prefix, idx in groups.items():
-            for start in range(0, len(idx), self.cfg.resources.batch_size):
-                chunk = idx[start:start + self.cfg.resources.batch_size]
+            skip = len(prefix) if prefix else 0
+            for chunk in token_batches(idx, [len(tokens[i]) - skip for i in idx], self.cfg.resources.batch_size,
+                                       self.cfg.resources.max_batch_tokens):
                 if prefix is None:
                     logits = self._score_whole([prompts[i] for i in chunk])
                 else:

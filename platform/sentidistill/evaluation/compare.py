@@ -6,7 +6,8 @@ to the reference with a PAIRED bootstrap interval: both models' metrics were rec
 same resampled items (`evaluation.bootstrap.draws`), so the difference of their replicates is the
 replicate of the difference. A difference whose interval excludes 0 is marked. Rows are the tasks
 some model was scored on (SentiBench's in registry order, then others), their categories, and the
-SentiBench mean when a SentiBench task was scored. Notes under the table say what the numbers can
+SentiBench mean when a SentiBench task was scored; a caller may add named groups of tasks (a run
+with `icl.holdout_tasks` shows the tasks ICLDist trained on and the held-out ones apart). Notes under the table say what the numbers can
 and cannot show (too few items, fewer seeds than the protocol).
 """
 
@@ -18,14 +19,14 @@ from typing import Any, Literal
 import numpy as np
 
 from sentidistill.evaluation.aggregate import read_replicates
-from sentidistill.evaluation.bootstrap import Difference, mean_replicates, paired
+from sentidistill.evaluation.bootstrap import Difference, interval, mean_replicates, paired
 from sentidistill.rundir import RunDir
 from sentidistill.tasks import load_registry
 
 PROTOCOL_SEEDS = (42, 52, 62)
 MIN_ITEMS = 200  # test items per task below which a comparison note says the intervals are too wide
 TOTAL = "SentiBench"
-RowKind = Literal["task", "category", "total"]
+RowKind = Literal["task", "category", "group", "total"]
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,23 @@ def _delta(model: Scored | None, ref: Scored | None, tasks: list[str], confidenc
     return Delta(paired(point_m, reps_m, point_r, reps_r, confidence))
 
 
-def _cell(s: Scored | None, kind: RowKind, name: str) -> Cell:
+def _group_cell(s: Scored, tasks: list[str]) -> Cell:
+    """The unweighted mean of `tasks` (all scored, else none) with the interval of its replicates."""
+    if not tasks or any(t not in s.metrics["tasks"] for t in tasks):
+        return Cell(None)
+    value = 100 * float(np.mean([s.metrics["tasks"][t]["mean"] for t in tasks]))
+    boot = s.metrics.get("bootstrap")
+    if boot is None or any(t not in s.replicates for t in tasks):
+        return Cell(value)
+    low, high = interval(100 * mean_replicates([s.replicates[t] for t in tasks]), boot["confidence"])
+    return Cell(value, (low, high))
+
+
+def _cell(s: Scored | None, kind: RowKind, name: str, members: list[str]) -> Cell:
     if s is None:
         return Cell(None)
+    if kind == "group":
+        return _group_cell(s, members)
     m = s.metrics
     if kind == "task":
         t = m["tasks"].get(name)
@@ -222,18 +237,21 @@ def _notes(scored: dict[str, Scored], reference: str | None, asked: str, rerun: 
 DEFAULT_RERUN = "rerun with eval.limit=200 'eval.seeds=[42,52,62]' (or remove eval.limit)."
 
 
-def build(rd: RunDir, slugs: list[str], reference: str = "student-before", rerun: str = DEFAULT_RERUN) -> Comparison:
+def build(rd: RunDir, slugs: list[str], reference: str = "student-before", rerun: str = DEFAULT_RERUN,
+          groups: dict[str, list[str]] | None = None) -> Comparison:
     """The comparison of these models (in this column order) against `reference`.
 
     `rerun` is the command (or overrides) the small-sample note points to, e.g.
     "sentidistill run jobs/configs/local.yaml eval.limit=200 'eval.seeds=[42,52,62]'".
+    `groups`: extra rows, name -> tasks (their unweighted mean, interval and paired difference).
     """
-    return compare(load_scored(rd, slugs), reference, rerun)
+    return compare(load_scored(rd, slugs), reference, rerun, groups)
 
 
 def compare(loaded: dict[str, Scored | None], reference: str = "student-before",
-            rerun: str = DEFAULT_RERUN) -> Comparison:
-    """The comparison of already loaded models (None = not scored yet), in their order."""
+            rerun: str = DEFAULT_RERUN, groups: dict[str, list[str]] | None = None) -> Comparison:
+    """The comparison of already loaded models (None = not scored yet), in their order; a group row
+    appears when some model was scored on at least one of its tasks."""
     slugs = list(loaded)
     scored = {s: v for s, v in loaded.items() if v is not None}
     ref = reference if reference in scored else next(iter(scored), None)
@@ -241,6 +259,8 @@ def compare(loaded: dict[str, Scored | None], reference: str = "student-before",
     cats = list(dict.fromkeys(category[t] for t in tasks))
     layout: list[tuple[RowKind, str, list[str]]] = [("task", t, [t]) for t in tasks]
     layout += [("category", c, [t for t in tasks if category[t] == c]) for c in cats]
+    layout += [("group", name, [t for t in members if t in category]) for name, members in (groups or {}).items()
+               if any(t in category for t in members)]
     if any(s.metrics.get("sentibench") for s in scored.values()):
         bench = {t.name for t in load_registry().benchmark()}
         layout.append(("total", TOTAL, [t for t in tasks if t in bench]))
@@ -248,7 +268,7 @@ def compare(loaded: dict[str, Scored | None], reference: str = "student-before",
                       0.95)
     rows = []
     for kind, name, members in layout:
-        row = Row(name, kind, {s: _cell(loaded[s], kind, name) for s in slugs})
+        row = Row(name, kind, {s: _cell(loaded[s], kind, name, members) for s in slugs})
         if ref is not None:
             row.deltas = {s: _delta(loaded[s], loaded[ref], members, confidence) for s in slugs if s != ref}
         rows.append(row)

@@ -1,7 +1,10 @@
 """The Ray Data actor that turns prompt rows into teacher answers (KnowDist and ICLDist alike).
 
-`GenerateUDF.__init__` builds the engine once per actor; `__call__` answers one batch. It never
-imports ray, so tests call it on a plain dict. Ray resources come from `engines.pool`, never from
+`GenerateUDF.__init__` builds the engine once per actor; `__call__` answers one batch with one
+blocking engine call. `ContinuousGenerateUDF` (engines with continuous batching: vllm) awaits the
+engine instead, so Ray Data keeps several batches in one actor's engine at once
+(`engines.pool.batches_in_flight`) and a request starts as soon as a sequence slot frees. Neither
+imports ray, so tests call them on a plain dict. Ray resources come from `engines.pool`, never from
 here. Input columns are declared in `REQUIRED_COLUMNS` and checked per batch.
 """
 
@@ -14,7 +17,7 @@ from typing import Any
 
 from sentidistill.config import EngineConfig
 from sentidistill.engines import build_engine
-from sentidistill.engines.base import GenerationRequest
+from sentidistill.engines.base import Completion, GenerationRequest
 from sentidistill.engines.pool import exit_if_engine_dead
 
 REQUIRED_COLUMNS: dict[str, str] = {
@@ -66,14 +69,22 @@ class GenerateUDF:
 
     def __call__(self, batch: Any) -> dict[str, list[Any]]:
         """batch: a pyarrow Table (`map_batches(..., batch_format="pyarrow")`) or a dict of columns."""
-        check_columns(batch.column_names if hasattr(batch, "column_names") else list(batch))
-        rows = _rows(batch)
-        n = len(rows)
+        rows = self._rows(batch)
         try:
             completions = self.engine.generate([to_request(r) for r in rows])
         except Exception as e:  # a dead engine ends this actor (Ray restarts it); anything else fails the job
             exit_if_engine_dead(self.engine, e)
             raise
+        return self._answered(rows, completions)
+
+    @staticmethod
+    def _rows(batch: Any) -> list[dict[str, Any]]:
+        check_columns(batch.column_names if hasattr(batch, "column_names") else list(batch))
+        return _rows(batch)
+
+    def _answered(self, rows: list[dict[str, Any]], completions: list[Completion]) -> dict[str, list[Any]]:
+        """The input columns plus the answer columns, one row per request."""
+        n = len(rows)
         if len(completions) != n:
             raise RuntimeError(f"GenerateUDF: engine {self.kind} returned {len(completions)} answers for {n} requests")
         answers = [c.to_dict() for c in completions]
@@ -90,3 +101,18 @@ class GenerateUDF:
         if engine is not None:
             with contextlib.suppress(Exception):
                 engine.shutdown()
+
+
+class ContinuousGenerateUDF(GenerateUDF):
+    """Async Ray Data callable class for engines with continuous batching: Ray Data runs several calls per
+    actor at once (`max_concurrency`, engines.pool), each awaits `engine.generate_async`, and the engine
+    admits each request as a sequence slot frees (up to `vllm.max_batches_in_flight` batches at once)."""
+
+    async def __call__(self, batch: Any) -> dict[str, list[Any]]:  # type: ignore[override]
+        rows = self._rows(batch)
+        try:
+            completions = await self.engine.generate_async([to_request(r) for r in rows])
+        except Exception as e:  # as in GenerateUDF: a dead engine ends this actor, anything else fails the job
+            exit_if_engine_dead(self.engine, e)
+            raise
+        return self._answered(rows, completions)

@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 
 from sentidistill import console
 from sentidistill.config import EngineConfig
-from sentidistill.engines.pool import map_batches_kwargs
-from sentidistill.generation.generation import GenerateUDF
+from sentidistill.engines import capabilities
+from sentidistill.engines.pool import batches_in_flight, map_batches_kwargs
+from sentidistill.generation.generation import ContinuousGenerateUDF, GenerateUDF
 from sentidistill.generation.quality import KEPT
 from sentidistill.layout import RunLayout
 from sentidistill.rundir import RunDir
@@ -194,10 +195,11 @@ def generate_parts(folder: StageFolder, work: ray.data.Dataset | list[dict[str, 
     import ray.data
 
     ds = ray.data.from_items(work) if isinstance(work, list) else work
+    continuous = capabilities(engine_cfg.kind).continuous_batching  # several batches in one actor's engine
     answered = ds.map_batches(
-        GenerateUDF,
+        ContinuousGenerateUDF if continuous else GenerateUDF,
         fn_constructor_kwargs={"engine_cfg": engine_cfg, "cache_dir": cache_dir, "data_dir": data_dir},
-        batch_format="pyarrow", **map_batches_kwargs(engine_cfg),
+        batch_format="pyarrow", **map_batches_kwargs(engine_cfg, batches_in_flight(engine_cfg)),
     )
     from ray.data import ActorPoolStrategy
 

@@ -9,6 +9,11 @@ scoring never waits for a whole generation batch. Before each call the batch dro
 cancelled, or its timeout passed). Failures come back per request as data; a failed call is retried
 request by request, so one bad request never fails its batch neighbours.
 
+`generate_stream` (called with `handle.options(stream=True)`) runs one request's generation apart
+from the batches, in engine calls that take their turns on the same worker, and yields its text as
+the engine makes it (token by token with the hf engine), then the completions. When the caller
+goes (client disconnect, timeout) the engine stops at its next token.
+
 `check_health` (called by Serve every `serve.health_check_period_s`) fails when an engine call has
 run longer than `serve.engine_stall_s` (a frozen engine) or a one-token probe fails (a dead one):
 Serve then replaces the replica.
@@ -19,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -29,6 +34,7 @@ from ray import serve
 
 from sentidistill.config import EngineConfig
 from sentidistill.engines import Completion, GenerationRequest, build_engine
+from sentidistill.engines.base import TextStream
 
 log = logging.getLogger("ray.serve")
 
@@ -80,6 +86,14 @@ class GenerateOutput:
     batch_requests: int = 1
 
 
+@dataclass
+class StreamItem:
+    """One message of `generate_stream`: text pieces (request index, text), or at the end the completions."""
+
+    pieces: list[tuple[int, str]] = field(default_factory=list)
+    completions: list[Completion] | None = None
+
+
 def sampling_key(r: GenerationRequest) -> tuple[Any, ...]:
     """Requests with equal keys can share one engine call; never compares None with an int."""
     return r.max_new_tokens, r.temperature, r.top_p, tuple(r.stop), r.seed is not None, r.seed or 0
@@ -129,6 +143,45 @@ class StudentModel:
 
     async def generate(self, job: GenerateJob) -> GenerateOutput:
         return await self._tracked(self._generate_batch, job)
+
+    async def generate_stream(self, job: GenerateJob) -> AsyncIterator[StreamItem]:
+        """The job's text as the engine makes it (pieces sent together when they pile up), then its completions."""
+        job.expires = time.monotonic() + job.timeout_s
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
+        stream = TextStream(lambda i, text: loop.call_soon_threadsafe(queue.put_nowait, (i, text)), job.gone)
+        work = asyncio.ensure_future(self._stream_calls(job, stream))
+        work.add_done_callback(lambda _: queue.put_nowait(None))  # after every piece: they were queued first
+        try:
+            while True:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                pieces = [item for item in items if item is not None]
+                if pieces:
+                    yield StreamItem(pieces=pieces)
+                if items[-1] is None:
+                    break
+            yield StreamItem(completions=work.result())
+        finally:
+            if not work.done():  # the caller left: the engine stops at its next token, later calls are skipped
+                job.cancelled = True
+                self.dropped += 1
+
+    async def _stream_calls(self, job: GenerateJob, stream: TextStream) -> list[Completion]:
+        """The job's requests in engine calls of at most call_size, each taking its turn on the worker."""
+        done: list[Completion] = []
+        for start in range(0, len(job.requests), self.call_size):
+            reqs = list(job.requests[start:start + self.call_size])
+            if job.gone():
+                return done + [Completion("", "error", error="cancelled") for _ in job.requests[len(done):]]
+            try:
+                done += await self._run(self.engine.generate_streaming, reqs,
+                                        stream.for_rows(list(range(start, start + len(reqs)))))
+            except Exception as e:  # noqa: BLE001 - engines report per-row errors; this is the last guard
+                log.exception("generate_streaming failed")
+                done += [Completion("", "error", error=f"{type(e).__name__}: {e}") for _ in reqs]
+        return done
 
     @staticmethod
     async def _tracked(batched: Any, job: Job) -> Any:
@@ -237,7 +290,8 @@ class StudentModel:
     async def info(self) -> dict[str, Any]:
         """What /healthz reports: the engine, and why it is unhealthy (None when it is fine)."""
         return {"model": self.name, "engine": self.engine.kind, "problem": self.stalled() or self.problem,
-                "dropped": self.dropped, "longest_engine_call_s": round(self.longest_call_s, 3)}
+                "dropped": self.dropped, "longest_engine_call_s": round(self.longest_call_s, 3),
+                "returns_logprobs": self.engine.returns_logprobs(self.engine.cfg)}
 
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from sentidistill.config import PipelineConfig
 from sentidistill.engines import Completion, GenerationRequest
 from sentidistill.rundir import is_remote
 from sentidistill.serving.auth import load_key
-from sentidistill.serving.deployment import GenerateJob, GenerateOutput, ScoreJob, ScoreOutput
+from sentidistill.serving.deployment import GenerateJob, GenerateOutput, ScoreJob, ScoreOutput, StreamItem
 from sentidistill.serving.errors import ApiError
 from sentidistill.serving.metrics import ServeMetrics
 from sentidistill.serving.routes import ApiContext, build_api
@@ -84,6 +85,40 @@ class HandleBackend:
         if failed is not None:
             raise ApiError(502, f"generation failed: {failed.error}", code="generation_failed")
         return out.completions
+
+    async def generate_stream(self, requests: list[GenerationRequest]) -> AsyncIterator[StreamItem]:
+        """The model's streamed text, then its completions (an engine failure is raised as a 502). The whole
+        stream has serve.request_timeout_s; leaving early (client gone) cancels the work in the replica."""
+        job = GenerateJob(self.timeout_s, requests=requests)
+        stream = self.handle.options(stream=True).generate_stream.remote(job)
+        deadline = time.monotonic() + self.timeout_s
+        finished = False
+        try:
+            while True:
+                try:
+                    item: StreamItem = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - time.monotonic()))
+                except StopAsyncIteration:
+                    raise ApiError(502, "generation failed: the model's stream ended early",
+                                   code="generation_failed") from None
+                except asyncio.TimeoutError:
+                    raise ApiError(504, f"the model did not finish within {self.timeout_s:g}s (serve.request_timeout_s)",
+                                   code="timeout", type="timeout_error") from None
+                except Exception as e:  # noqa: BLE001 - replica died, scaling: the client may retry
+                    log.warning("model deployment call generate_stream failed: %s", e)
+                    raise ApiError(503, f"the model deployment is unavailable ({type(e).__name__}); retry shortly",
+                                   code="model_unavailable") from None
+                if item.completions is not None:
+                    finished = True
+                    failed = next((c for c in item.completions if c.finish_reason == "error"), None)
+                    if failed is not None:
+                        raise ApiError(502, f"generation failed: {failed.error}", code="generation_failed")
+                    self.metrics.observe_batch("generate", 1)
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                stream.cancel()
 
     async def info(self) -> dict[str, Any]:
         try:

@@ -5,8 +5,11 @@ Every non-2xx answer is one JSON shape (`ErrorBody`): 4xx for client faults, nam
 for a body that is not JSON at all); 502 when the engine failed on a request, 503 when the model
 deployment is unreachable or unhealthy, 504 on timeout; 500 only for a bug. Every status a route can
 answer is declared in the OpenAPI document. `stream: true` answers are server-sent events in OpenAI's
-chunk format: the whole completion is generated first (errors stay plain JSON answers), then sent as
-chunks, an optional usage chunk, and `data: [DONE]`.
+chunk format, sent while the engine generates (the model deployment's `generate_stream`): the answer
+starts with the first piece of text, so errors before it stay plain JSON answers and later ones are an
+`error` event; a choice's log-probabilities, when asked, come in its last chunk, then an optional usage
+chunk and `data: [DONE]`. Log-probabilities are the engine's (`Completion.logprobs`) in OpenAI's two
+shapes; an engine that cannot return them makes a request for them a 422 naming the field.
 No `from __future__ import annotations` here: FastAPI must see the locally built request classes.
 """
 
@@ -15,7 +18,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,14 +30,15 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sentidistill.config import ServeConfig
-from sentidistill.engines import Completion, GenerationRequest
+from sentidistill.engines import Completion, GenerationRequest, TokenLogprob
 from sentidistill.serving.auth import PUBLIC_PATHS, check_bearer
+from sentidistill.serving.deployment import StreamItem
 from sentidistill.serving.errors import ApiError, ErrorBody, ErrorInfo, clip, field_path
 from sentidistill.serving.metrics import ServeMetrics
 from sentidistill.serving.schemas import (
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionResponse, ChatDelta,
-    CompletionChoice, CompletionResponse, ExtractResponse, Health, ModelCard, ModelList, ScoreResponse,
-    SentimentResponse, Usage, request_models,
+    ChatLogprobs, ChatTokenLogprob, CompletionChoice, CompletionLogprobs, CompletionResponse, ExtractResponse, Health,
+    ModelCard, ModelList, ScoreResponse, SentimentResponse, TopLogprob, Usage, request_models,
 )
 from sentidistill.serving.tasks import ServedTasks
 
@@ -63,6 +67,8 @@ class ModelBackend(Protocol):
     async def score(self, prompts: list[str], candidates: list[str]) -> list[list[float]]: ...
 
     async def generate(self, requests: list[GenerationRequest]) -> list[Completion]: ...
+
+    def generate_stream(self, requests: list[GenerationRequest]) -> AsyncIterator[StreamItem]: ...
 
     async def info(self) -> dict[str, Any]: ...
 
@@ -153,37 +159,64 @@ def _choices(req: Any, make: Any) -> list[GenerationRequest]:
             for i in range(req.n)]
 
 
-def _sse(chunks: Iterator[dict[str, Any]]) -> StreamingResponse:
-    def events() -> Iterator[str]:
-        for chunk in chunks:
-            yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
-        yield "data: [DONE]\n\n"
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+def _completion_logprobs(entries: list[TokenLogprob] | None) -> CompletionLogprobs | None:
+    """OpenAI's legacy shape; each token's top_logprobs holds the alternatives and the chosen token."""
+    if entries is None:
+        return None
+    offsets, at = [], 0
+    for e in entries:
+        offsets.append(at)
+        at += len(e.token)
+    return CompletionLogprobs(tokens=[e.token for e in entries], token_logprobs=[e.logprob for e in entries],
+                              top_logprobs=[{**dict(e.top), e.token: e.logprob} for e in entries], text_offset=offsets)
 
 
-def _completion_chunks(body: CompletionResponse, include_usage: bool) -> Iterator[dict[str, Any]]:
-    head = {"id": body.id, "object": "text_completion", "created": body.created, "model": body.model}
-    extra = {"usage": None} if include_usage else {}
-    for c in body.choices:
-        yield {**head, "choices": [{"index": c.index, "text": c.text, "finish_reason": None, "logprobs": None}],
-               **extra}
-        yield {**head, "choices": [{"index": c.index, "text": "", "finish_reason": c.finish_reason,
-                                    "logprobs": None}], **extra}
-    if include_usage and body.usage is not None:
-        yield {**head, "choices": [], "usage": body.usage.model_dump()}
+def _dump(model: CompletionLogprobs | None) -> dict[str, Any] | None:
+    return None if model is None else model.model_dump()
 
 
-def _chat_chunks(body: ChatCompletionResponse, include_usage: bool) -> Iterator[dict[str, Any]]:
-    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> dict[str, Any]:
-        out = ChatCompletionChunk(id=body.id, created=body.created, model=body.model, choices=choices, usage=usage)
-        return out.model_dump(exclude={"usage"} if not include_usage else set())
+def _chat_logprobs(entries: list[TokenLogprob] | None) -> ChatLogprobs | None:
+    """OpenAI's chat shape: each token with its bytes and exactly the asked number of alternatives."""
+    if entries is None:
+        return None
+    return ChatLogprobs(content=[
+        ChatTokenLogprob(token=e.token, logprob=e.logprob, bytes=list(e.token.encode()),
+                         top_logprobs=[TopLogprob(token=t, logprob=lp, bytes=list(t.encode())) for t, lp in e.top])
+        for e in entries])
 
-    for c in body.choices:
-        yield chunk([ChatChunkChoice(index=c.index, delta=ChatDelta(role="assistant", content=""))])
-        yield chunk([ChatChunkChoice(index=c.index, delta=ChatDelta(content=c.message.content))])
-        yield chunk([ChatChunkChoice(index=c.index, delta=ChatDelta(), finish_reason=c.finish_reason)])
-    if include_usage:
-        yield chunk([], body.usage)
+
+def _event(chunk: dict[str, Any]) -> str:
+    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+
+@dataclass
+class ChunkMaker:
+    """How one streamed answer turns into OpenAI chunks: opening chunks, a text piece of choice i, the end."""
+
+    opening: list[dict[str, Any]]
+    piece: Callable[[int, str], dict[str, Any]]
+    closing: Callable[[list[Completion]], list[dict[str, Any]]]
+
+
+async def _events(first: StreamItem, rest: AsyncIterator[StreamItem], copies: int,
+                  make: ChunkMaker) -> AsyncIterator[str]:
+    """Server-sent events: opening chunks, each text piece as it comes (for every choice it belongs to), the
+    closing chunks, then `data: [DONE]`. A failure after the first byte is sent as an `error` event, which
+    OpenAI clients raise."""
+    def lines(item: StreamItem) -> list[str]:
+        if item.completions is not None:
+            return [_event(c) for c in make.closing([c for c in item.completions for _ in range(copies)])]
+        return [_event(make.piece(i * copies + k, text)) for i, text in item.pieces for k in range(copies)]
+
+    try:
+        for line in [*map(_event, make.opening), *lines(first)]:
+            yield line
+        async for item in rest:
+            for line in lines(item):
+                yield line
+    except ApiError as e:
+        yield _event(e.body().model_dump(exclude_none=True))
+    yield "data: [DONE]\n\n"
 
 
 def build_api(ctx: ApiContext) -> FastAPI:
@@ -274,6 +307,18 @@ def build_api(ctx: ApiContext) -> FastAPI:
         return ExtractResponse(model=ctx.served_name, task=task.name, fields=task.tuple_fields, k=k, seed=seed,
                                results=[ctx.tasks.extraction_result(task, c) for c in done])
 
+    served: dict[str, bool] = {}  # what the model deployment's engine can do, asked once
+
+    async def require_logprobs(param: str) -> None:
+        """422 naming `param` when the served engine cannot return log-probabilities (never a 5xx)."""
+        if "logprobs" not in served:
+            info = await ctx.model.info()
+            served["logprobs"] = bool(info.get("returns_logprobs"))
+            served["engine"] = info.get("engine", "model")
+        if not served["logprobs"]:
+            raise ApiError(422, f"{param}: the served {served['engine']} engine cannot return log-probabilities "
+                                "(see docs/serving.md); leave it out", param=param, code="unsupported_parameter")
+
     async def generate_choices(requests: list[GenerationRequest], n: int, greedy: bool) -> list[Completion]:
         """Greedy choices of one prompt are equal: generate each prompt once and repeat it n times."""
         if not greedy or n == 1:
@@ -281,21 +326,48 @@ def build_api(ctx: ApiContext) -> FastAPI:
         once = await ctx.model.generate(requests[::n])
         return [c for c in once for _ in range(n)]
 
+    async def stream_choices(requests: list[GenerationRequest], n: int, greedy: bool,
+                             make: ChunkMaker) -> StreamingResponse:
+        """Stream as the engine generates. The first message is awaited here, so an error before any text
+        (502, 503, 504) is still a plain JSON answer; greedy choices of a prompt are generated once."""
+        copies = n if greedy else 1
+        rest = ctx.model.generate_stream(requests[::copies])
+        first = await anext(rest)
+        return StreamingResponse(_events(first, rest, copies, make), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
     @app.post("/v1/completions", response_model=CompletionResponse, responses={**ERRORS, **SSE}, tags=["openai"])
     async def completions(req: CompletionRequest) -> Response:  # type: ignore[valid-type]
         """OpenAI-compatible text completion of raw prompts (no chat template); `stream` sends SSE chunks."""
         check_model(req.model)
-        done = await generate_choices(_choices(req, lambda p, seed: GenerationRequest(
+        if req.logprobs is not None:
+            await require_logprobs("logprobs")
+        requests = _choices(req, lambda p, seed: GenerationRequest(
             prompt=p, max_new_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p, seed=seed,
-            stop=req.stop_list())), req.n, req.temperature == 0)
+            stop=req.stop_list(), logprobs=req.logprobs))
         prompts = [p for p in req.prompts() for _ in range(req.n)]
-        body = CompletionResponse(
-            id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=ctx.served_name,
-            usage=_usage(done, req.n),
-            choices=[CompletionChoice(index=i, text=(p if req.echo else "") + c.text, finish_reason=c.finish_reason)
-                     for i, (p, c) in enumerate(zip(prompts, done, strict=True))])
+        head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": ctx.served_name}
         if req.stream:
-            return _sse(_completion_chunks(body, req.include_usage()))
+            extra = {"usage": None} if req.include_usage() else {}
+
+            def piece(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+                return {**head, "object": "text_completion", **extra, "choices": [
+                    {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}]}
+
+            def closing(done: list[Completion]) -> list[dict[str, Any]]:
+                ends = [piece(i, "", c.finish_reason, _dump(_completion_logprobs(c.logprobs)))
+                        for i, c in enumerate(done)]
+                usage = {**head, "object": "text_completion", "choices": [], "usage": _usage(done, req.n).model_dump()}
+                return ends + ([usage] if req.include_usage() else [])
+
+            opening = [piece(i, p) for i, p in enumerate(prompts)] if req.echo else []
+            return await stream_choices(requests, req.n, req.temperature == 0, ChunkMaker(opening, piece, closing))
+        done = await generate_choices(requests, req.n, req.temperature == 0)
+        body = CompletionResponse(
+            **head, usage=_usage(done, req.n),
+            choices=[CompletionChoice(index=i, text=(p if req.echo else "") + c.text, finish_reason=c.finish_reason,
+                                      logprobs=_completion_logprobs(c.logprobs))
+                     for i, (p, c) in enumerate(zip(prompts, done, strict=True))])
         return JSONResponse(body.model_dump())
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses={**ERRORS, **SSE},
@@ -303,17 +375,32 @@ def build_api(ctx: ApiContext) -> FastAPI:
     async def chat_completions(req: ChatRequest) -> Response:  # type: ignore[valid-type]
         """OpenAI-compatible chat completion with the student's chat template; `stream` sends SSE chunks."""
         check_model(req.model)
+        if req.logprobs:
+            await require_logprobs("logprobs")
         messages = req.as_messages()
-        done = await generate_choices(_choices(req, lambda _, seed: GenerationRequest(
+        requests = _choices(req, lambda _, seed: GenerationRequest(
             messages=messages, max_new_tokens=req.budget(), temperature=req.temperature, top_p=req.top_p,
-            seed=seed, stop=req.stop_list())), req.n, req.temperature == 0)
-        body = ChatCompletionResponse(
-            id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=ctx.served_name,
-            usage=_usage(done, req.n),
-            choices=[ChatChoice(index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason)
-                     for i, c in enumerate(done)])
+            seed=seed, stop=req.stop_list(), logprobs=req.top_n()))
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": ctx.served_name}
         if req.stream:
-            return _sse(_chat_chunks(body, req.include_usage()))
+            def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> dict[str, Any]:
+                out = ChatCompletionChunk(**head, choices=choices, usage=usage)
+                return out.model_dump(exclude={"usage"} if not req.include_usage() else set())
+
+            def closing(done: list[Completion]) -> list[dict[str, Any]]:
+                ends = [chunk([ChatChunkChoice(index=i, delta=ChatDelta(), finish_reason=c.finish_reason,
+                                               logprobs=_chat_logprobs(c.logprobs))]) for i, c in enumerate(done)]
+                return ends + ([chunk([], _usage(done, req.n))] if req.include_usage() else [])
+
+            opening = [chunk([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])
+                       for i in range(req.n)]
+            return await stream_choices(requests, req.n, req.temperature == 0, ChunkMaker(
+                opening, lambda i, text: chunk([ChatChunkChoice(index=i, delta=ChatDelta(content=text))]), closing))
+        done = await generate_choices(requests, req.n, req.temperature == 0)
+        body = ChatCompletionResponse(
+            **head, usage=_usage(done, req.n),
+            choices=[ChatChoice(index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason,
+                                logprobs=_chat_logprobs(c.logprobs)) for i, c in enumerate(done)])
         return JSONResponse(body.model_dump())
 
     @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS, tags=["evaluation"])

@@ -3,8 +3,9 @@
 Request limits come from `ServeConfig` (max_texts, max_text_chars, max_prompt_chars, max_k,
 max_new_tokens), so request models are built per app by `request_models(cfg)`: the limits then show in
 the spec, and a violation is a 422 naming the field. Our own routes validate strictly (no "3" for 3);
-the OpenAI-compatible ones accept what OpenAI clients send and refuse parameters we cannot honour
-(logprobs, penalties, tools, JSON mode) by name instead of silently ignoring them. Every request is
+the OpenAI-compatible ones accept what OpenAI clients send (log-probabilities included, up to
+OpenAI's limits) and refuse parameters we cannot honour (penalties, tools, JSON mode, logprobs with
+echo) by name instead of silently ignoring them. Every request is
 bounded: stop strings (4 x 128 chars), seeds (what torch and vLLM accept), valid Unicode only, and
 the tokens it may have generated (serve.max_request_tokens), so no request can hold the engine long.
 """
@@ -23,6 +24,8 @@ MAX_CANDIDATES = 64
 MAX_STOP = 4  # as OpenAI
 MAX_STOP_CHARS = 128
 MAX_SEED = 2**63 - 1  # what torch and vLLM accept
+MAX_COMPLETION_LOGPROBS = 5  # /v1/completions `logprobs`, as OpenAI
+MAX_TOP_LOGPROBS = 20  # /v1/chat/completions `top_logprobs`, as OpenAI (and vLLM's default max_logprobs)
 
 
 # responses ------------------------------------------------------------------
@@ -65,11 +68,36 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy completion logprobs: one entry per generated token, in order."""
+
+    tokens: list[str] = Field(..., description="Each token's text; together they make up the generated text.")
+    token_logprobs: list[float] = Field(..., description="Log-probability of each token (<= 0).")
+    top_logprobs: list[dict[str, float]] = Field(
+        ..., description="Per token: the `logprobs` most likely tokens and the chosen one -> log-probability.")
+    text_offset: list[int] = Field(..., description="Character offset of each token in the choice's text.")
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = Field(..., description="UTF-8 bytes of the token's text.")
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(..., description="The `top_logprobs` most likely tokens at this step.")
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None = Field(..., description="One entry per generated token, in order.")
+    refusal: list[ChatTokenLogprob] | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -90,7 +118,7 @@ class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: str
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -111,7 +139,7 @@ class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -305,7 +333,9 @@ def request_models(cfg: ServeConfig) -> RequestModels:
         max_tokens: int = Field(16, ge=1, le=cfg.max_new_tokens, description="Completion budget per choice.")
         n: int = Field(1, ge=1, le=cfg.max_n, description=f"Choices per prompt, 1 to {cfg.max_n}.")
         echo: bool = Field(False, description="Put the prompt before each choice's text.")
-        logprobs: int | None = Field(None, description="Only 0 or null: label scores come from POST /v1/score.")
+        logprobs: int | None = Field(
+            None, ge=0, le=MAX_COMPLETION_LOGPROBS, description=f"Return each generated token's log-probability "
+            f"and the 0 to {MAX_COMPLETION_LOGPROBS} most likely alternatives; not with echo.")
         best_of: int | None = Field(None, description="Only 1.")
         suffix: str | None = Field(None, description="Not supported.")
 
@@ -316,11 +346,19 @@ def request_models(cfg: ServeConfig) -> RequestModels:
                 raise ValueError(f"give 1 to {cfg.max_texts} prompts")
             return v
 
-        @field_validator("logprobs", "suffix")
+        @field_validator("suffix")
         @classmethod
         def _unsupported(cls, v: Any, info: ValidationInfo) -> Any:
             if v:
                 raise ValueError(f"{info.field_name} is not supported (label scores: POST /v1/score)")
+            return v
+
+        @field_validator("logprobs")
+        @classmethod
+        def _no_echo(cls, v: int | None, info: ValidationInfo) -> int | None:
+            if v is not None and info.data.get("echo"):
+                raise ValueError("logprobs with echo is not supported (the prompt's tokens get no log-probabilities)"
+                                 "; send echo: false")
             return v
 
         @field_validator("best_of")
@@ -371,14 +409,16 @@ def request_models(cfg: ServeConfig) -> RequestModels:
         tools: list[dict[str, Any]] | None = Field(None, max_length=0, description="Only empty: no tool calls.")
         tool_choice: Literal["none", "auto"] | None = Field(None, description="Accepted with no tools.")
         parallel_tool_calls: bool | None = Field(None, description="Accepted and ignored (no tools).")
-        logprobs: bool | None = Field(None, description="Only false or null: label scores come from POST /v1/score.")
-        top_logprobs: int | None = Field(None, description="Only 0 or null.")
+        logprobs: bool | None = Field(None, description="Return each generated token's log-probability.")
+        top_logprobs: int | None = Field(
+            None, ge=0, le=MAX_TOP_LOGPROBS,
+            description=f"With logprobs: the 0 to {MAX_TOP_LOGPROBS} most likely tokens at each step.")
 
-        @field_validator("logprobs", "top_logprobs")
+        @field_validator("top_logprobs")
         @classmethod
-        def _unsupported(cls, v: Any, info: ValidationInfo) -> Any:
-            if v:
-                raise ValueError(f"{info.field_name} is not supported (label scores: POST /v1/score)")
+        def _needs_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+            if v and not info.data.get("logprobs"):
+                raise ValueError("top_logprobs needs logprobs: true")
             return v
 
         @model_validator(mode="after")
@@ -388,6 +428,10 @@ def request_models(cfg: ServeConfig) -> RequestModels:
 
         def budget(self) -> int:
             return self.max_completion_tokens or self.max_tokens or cfg.max_new_tokens
+
+        def top_n(self) -> int | None:
+            """GenerationRequest.logprobs: None, or how many alternatives per token."""
+            return (self.top_logprobs or 0) if self.logprobs else None
 
         def as_messages(self) -> list[dict[str, str]]:
             role = {"developer": "system"}
@@ -407,6 +451,7 @@ def request_models(cfg: ServeConfig) -> RequestModels:
 
 
 __all__ = [
-    "ChatCompletionChunk", "ChatCompletionResponse", "CompletionResponse", "ExtractResponse", "ExtractResult", "Health", "LabelResult",
+    "ChatCompletionChunk", "ChatCompletionResponse", "ChatLogprobs", "ChatTokenLogprob", "CompletionLogprobs",
+    "CompletionResponse", "TopLogprob", "ExtractResponse", "ExtractResult", "Health", "LabelResult",
     "ModelCard", "ModelList", "RequestModels", "ScoreResponse", "SentimentResponse", "Usage", "request_models",
 ]

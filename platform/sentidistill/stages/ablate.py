@@ -115,16 +115,28 @@ def models(cfg: PipelineConfig, rd: RunDir, student: str) -> dict[str, str]:
             "gold": rd.uri(ROOT, "gold", model(ICLDIST))}
 
 
-def run(cfg: PipelineConfig, *, force: list[str] | None = None,
-        on_step: Callable[[StepResult], None] | None = None, rerun: str | None = None) -> AblationResult:
-    """Shared stages, the two extra variants, one evaluation of every variant, the summary.
+def chosen(variants: list[str] | None) -> tuple[str, ...]:
+    """The variants to compare, in table order (None = all of VARIANTS); unknown names are an error."""
+    if not variants:
+        return VARIANTS
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ConfigError(f"--variant {unknown}: not a variant; variants: {', '.join(VARIANTS)}")
+    return tuple(v for v in VARIANTS if v in variants)
 
-    `force` names steps to redo (pipeline steps, 'icldist', 'gold', 'eval'); `rerun` is the command the
-    comparison's small-sample note points to. Each stage starts Ray when it has work.
+
+def run(cfg: PipelineConfig, *, force: list[str] | None = None, variants: list[str] | None = None,
+        on_step: Callable[[StepResult], None] | None = None, rerun: str | None = None) -> AblationResult:
+    """Shared stages, the extra variants, one evaluation of every variant, the summary.
+
+    `force` names steps to redo (pipeline steps, 'icldist', 'gold', 'eval'); `variants` picks some of
+    VARIANTS (default all; the reference is always scored); `rerun` is the command the comparison's
+    small-sample note points to. Each stage starts Ray when it has work.
     """
     from sentidistill.stages import evaluate, icl, pipeline, train
 
     check(cfg)
+    picked = chosen(variants)
     forced = set(force or [])
     known = {*pipeline.STEPS, "icldist", "gold"}
     if forced - known:
@@ -137,19 +149,22 @@ def run(cfg: PipelineConfig, *, force: list[str] | None = None,
     def step(name: str, folders: list[str], where: RunDir, fn: Callable[[], object]) -> None:
         steps.append(run_step(name, folders, where, fn, on_step))
 
-    only = variant_config(cfg, rd, "icldist", student)
-    only_rd = RunDir(only.run_dir)
-    step("icldist: share data", [ICLDIST], only_rd, lambda: share(rd, only_rd, ICLDIST))
-    step("icldist: train", [RunLayout.train(ICLDIST)], only_rd,
-         lambda: train.run(only, "icldist", force="icldist" in forced))
-    gold = variant_config(cfg, rd, "gold", student, distilled_steps(rd))
-    gold_rd = RunDir(gold.run_dir)
-    step("gold: build data", [ICLDIST], gold_rd, lambda: icl.run(gold, force="gold" in forced))
-    step("gold: train", [RunLayout.train(ICLDIST)], gold_rd, lambda: train.run(gold, "icldist", force="gold" in forced))
-    targets = models(cfg, rd, student)
+    if "icldist" in picked:
+        only = variant_config(cfg, rd, "icldist", student)
+        only_rd = RunDir(only.run_dir)
+        step("icldist: share data", [ICLDIST], only_rd, lambda: share(rd, only_rd, ICLDIST))
+        step("icldist: train", [RunLayout.train(ICLDIST)], only_rd,
+             lambda: train.run(only, "icldist", force="icldist" in forced))
+    if "gold" in picked:
+        gold = variant_config(cfg, rd, "gold", student, distilled_steps(rd))
+        gold_rd = RunDir(gold.run_dir)
+        step("gold: build data", [ICLDIST], gold_rd, lambda: icl.run(gold, force="gold" in forced))
+        step("gold: train", [RunLayout.train(ICLDIST)], gold_rd,
+             lambda: train.run(gold, "icldist", force="gold" in forced))
+    targets = {label: ref for label, ref in models(cfg, rd, student).items() if label == REFERENCE or label in picked}
     step("eval", [RunLayout.eval(s) for s in targets], rd,
          lambda: evaluate.run(cfg, targets, force="eval" in forced))
-    comp = compare.build(rd, list(targets), REFERENCE, *([rerun] if rerun else []))
+    comp = compare.build(rd, list(targets), REFERENCE, rerun or compare.DEFAULT_RERUN, evaluate.icl_groups(cfg))
     step("summary", [ROOT], rd, lambda: summarise(cfg, rd, targets, comp))
     return AblationResult(rd.uri(), steps, targets, comp)
 
@@ -173,6 +188,8 @@ def summarise(cfg: PipelineConfig, rd: RunDir, targets: dict[str, str], comp: Co
         trained = RunLayout.train(ICLDIST)
         for s, where in (("knowdist", RunLayout.train(KNOWDIST)), ("knowdist-icldist", trained),
                          ("icldist", f"{ROOT}/icldist/{trained}"), ("gold", f"{ROOT}/gold/{trained}")):
+            if s not in targets:
+                continue
             m = rd.manifest(where)
             steps[s] = TrainCounts.of(m).steps if m else None
         manifest.counts = AblateCounts(variants=len(targets), steps=steps).model_dump(mode="json")
@@ -181,5 +198,5 @@ def summarise(cfg: PipelineConfig, rd: RunDir, targets: dict[str, str], comp: Co
     return manifest
 
 
-__all__ = ["REFERENCE", "VARIANTS", "AblationResult", "check", "distilled_steps", "models", "run", "share",
+__all__ = ["REFERENCE", "VARIANTS", "AblationResult", "check", "chosen", "distilled_steps", "models", "run", "share",
            "summarise", "variant_config"]

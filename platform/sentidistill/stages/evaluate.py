@@ -39,6 +39,7 @@ from sentidistill.evaluation.items import (
 )
 from sentidistill.evaluation.scoring import TOO_LONG
 from sentidistill.evaluation.udf import EvalUDF
+from sentidistill.icl.builder import select_tasks
 from sentidistill.models import (
     build_student_init, default_cache_dir, remote_fingerprint, remote_kind, resolve_metadata, resolve_model,
 )
@@ -121,10 +122,11 @@ def served_engine(cfg: PipelineConfig) -> EngineConfig:
 
 def teacher_engine(cfg: PipelineConfig) -> EngineConfig:
     """eval.engine's scoring settings where the teacher runs: a teacher keeps its own resources (but eval's
-    batch size), trust_remote_code and vllm section (a 70B model needs its tensor-parallel node, not
+    batch size and token budget), trust_remote_code and vllm section (a 70B model needs its tensor-parallel node, not
     eval.engine's 1-GPU slot)."""
     teacher, engine = cfg.teacher, cfg.eval.engine
-    resources = teacher.resources.model_copy(update={"batch_size": engine.resources.batch_size})
+    resources = teacher.resources.model_copy(update={"batch_size": engine.resources.batch_size,
+                                                      "max_batch_tokens": engine.resources.max_batch_tokens})
     update: dict[str, Any] = {"resources": resources, "trust_remote_code": teacher.trust_remote_code}
     if teacher.vllm is not None and engine.kind == teacher.kind:
         update["vllm"] = teacher.vllm
@@ -390,6 +392,18 @@ def scored(rd: RunDir, slugs: list[str]) -> list[str]:
     return [s for s in slugs if rd.manifest(RunLayout.eval(s)) is not None]
 
 
+ICL_TRAINED, HELD_OUT = "ICLDist tasks", "held out of ICLDist"
+
+
+def icl_groups(cfg: PipelineConfig) -> dict[str, list[str]]:
+    """With `icl.holdout_tasks`: the tasks ICLDist trained on and the held-out ones, as two table rows
+    (does a gain carry over to tasks the student never saw in training?)."""
+    if not (cfg.icl.enabled and cfg.icl.holdout_tasks):
+        return {}
+    trained = [t.name for t in select_tasks(cfg.icl, load_registry(cfg))]
+    return {ICL_TRAINED: trained, HELD_OUT: list(cfg.icl.holdout_tasks)}
+
+
 def comparison(cfg: PipelineConfig, slugs: list[str], rerun: str | None = None) -> Comparison | None:
     """The SentiBench table of the scored models among `slugs` (None: none scored yet), written as
     eval/summary.md and eval/comparison.png; the CLI prints and the report shows this same table.
@@ -399,7 +413,7 @@ def comparison(cfg: PipelineConfig, slugs: list[str], rerun: str | None = None) 
     have = scored(rd, slugs)
     if not have:
         return None
-    comp = compare.build(rd, have, cfg.eval.reference, *([rerun] if rerun else []))
+    comp = compare.build(rd, have, cfg.eval.reference, rerun or compare.DEFAULT_RERUN, icl_groups(cfg))
     write_eval_report(rd, comp)
     return comp
 
