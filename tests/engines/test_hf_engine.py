@@ -107,3 +107,10 @@ def test_token_budget_changes_batches_not_scores(tiny_model: Path) -> None:
     got = budget.score_next_token(prompts, [" negative", " positive"])
     assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-4, rtol=0)
     assert len(calls) >= 3 and all(n * width <= 80 or n == 1 for n, width in calls), calls
+
+
+def test_generate_async_default_awaits_the_blocking_generate(engine) -> None:
+    import asyncio
+
+    req = [GenerationRequest(prompt="The food was", max_new_tokens=4)]
+    assert asyncio.run(engine.generate_async(req))[0].text == engine.generate(req)[0].text

@@ -11,6 +11,8 @@ Two operations cover the whole platform:
 
 from __future__ import annotations
 
+import asyncio
+
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,9 +148,10 @@ class Engine(ABC):
         """For each prompt, the next-token logit of the first token of each candidate string."""
 
     async def generate_async(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """`generate` awaited from an event loop, several batches at once; only engines whose capabilities
-        say `continuous_batching` have it."""
-        raise NotImplementedError(f"engine {self.kind} has no continuous batching (capabilities.continuous_batching)")
+        """`generate` awaited from an event loop. This default runs the blocking call in a worker thread (one
+        batch at a time); engines whose capabilities say `continuous_batching` override it to take several
+        batches into the running engine at once."""
+        return await asyncio.to_thread(self.generate, requests)
 
     @property
     def weights_dtype(self) -> str:
