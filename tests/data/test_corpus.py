@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sentidistill.config import CorpusConfig, CorpusSource, load_config
-from sentidistill.data.corpus import load_corpus, resolve_sources, text_hash
+from sentidistill.data.corpus import load_corpus, resolve_sources, text_hash, text_stats
 from sentidistill.errors import ConfigError, DataNotFoundError
 
 pytestmark = pytest.mark.usefixtures("ray_local")  # the corpus pipeline runs on Ray Data
@@ -114,6 +114,9 @@ def test_limit_counts_kept_texts_and_ids_collide_loudly(tmp_path: Path) -> None:
     assert [r["source_id"] for r in res.rows] == ["a", "c"]
     assert res.counts["rejected_by_reason"] == {"duplicate_id": 1, "missing_id": 1}
     assert res.counts["duplicates"] == 1 and res.counts["per_source"][0]["read"] == 5
+    # the plan's corpus statistics: the same rows (limit, id conflicts, dedup), summed on Ray Data
+    stats = text_stats(corpus(CorpusSource(path=str(path), text_column="t", id_column="id", limit=2)), None, None)
+    assert stats == (2, (len(TEXTS[0]) + len(TEXTS[3])) / 2)
 
 
 def test_column_typo_and_missing_path_are_config_errors(tmp_path: Path) -> None:

@@ -39,6 +39,22 @@ def test_greedy_generation_is_deterministic_across_batches(engine) -> None:
     assert batch[1].text == a
 
 
+def test_seeded_sampling_is_batched_and_each_row_ignores_its_neighbours(engine, monkeypatch) -> None:
+    def req(prompt: str, seed: int | None) -> GenerationRequest:
+        return GenerationRequest(prompt=prompt, max_new_tokens=8, temperature=1.0, top_p=0.95, seed=seed)
+
+    alone = [engine.generate([req("The food was", s)])[0].text for s in (1, 2)]
+    calls: list[int] = []
+    generate = engine.model.generate
+    monkeypatch.setattr(engine.model, "generate", lambda **kw: calls.append(len(kw["input_ids"])) or generate(**kw))
+    batch = engine.generate([req("x " * 30, 5), req("The food was", 1), req("The food was", 2), req("Hi", 7)])
+    assert calls == [4]  # one call for the four seeded rows (batch_size 4), not one per row
+    assert [batch[1].text, batch[2].text] == alone  # the same draws as alone, whatever the neighbours
+    assert alone[0] != alone[1]  # and the seed decides them
+    unseeded = engine.generate([req("The food was", None) for _ in range(3)])
+    assert len({c.text for c in unseeded}) > 1  # without a seed, rows still sample independently
+
+
 def test_scoring_is_padding_invariant(engine) -> None:
     short = "Sentence: good\nLabel:"
     alone = engine.score_next_token([short], [" negative", " positive"])[0]

@@ -23,7 +23,7 @@ def generate_in_child(tmp_path: Path, n: int) -> dict:
 
     replay = write_replay(tmp_path / f"replay-{n}.jsonl", n)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a private local cluster
-    proc = subprocess.run([sys.executable, str(BENCH), "--child", "--replay", str(replay), "--run-dir",
+    proc = subprocess.run([sys.executable, str(BENCH), "--child", "generate", "--input", str(replay), "--run-dir",
                            str(tmp_path / f"run-{n}"), "--actors", "1", "--batch-size", "512", "--ray-cpus", "4"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_SCALE ")), None)

@@ -1,7 +1,7 @@
 """What a config will cost before it runs: tokens to generate, GPU-hours and storage.
 
 `estimate(cfg)` counts the corpus the way `generate` will read it (same reader, same limits,
-rejects and dedup), renders the real perspective templates and SentiBench prompts for their
+rejects and dedup, summed by Ray Data tasks: no corpus row reaches this process), renders the real perspective templates and SentiBench prompts for their
 lengths, and turns token counts into GPU-hours at stated throughputs. Tokens are estimated as
 characters / chars_per_token; KnowDist answers are counted at their full budget (long analyses
 usually fill it), ICL answers at the length of the gold answer (labels and tuple lists). All
@@ -99,13 +99,6 @@ def student_params(cfg: PipelineConfig) -> float | None:
     if config_json is not None and config_json.is_file():
         return params_from_config(json.loads(config_json.read_text()), layers)
     return params_from_name(ref)
-
-
-def _corpus_stats(cfg: PipelineConfig) -> tuple[int, float]:
-    from sentidistill.data.corpus import load_corpus
-
-    rows = load_corpus(cfg.corpus, cfg.data_dir, cfg.cache_dir).rows
-    return len(rows), (sum(len(r["text"]) for r in rows) / len(rows) if rows else 0.0)
 
 
 def _knowdist_tokens(cfg: PipelineConfig, texts: int, avg_chars: float, cpt: float) -> StageTokens:
@@ -213,14 +206,16 @@ def _storage(cfg: PipelineConfig, kd: StageTokens, icl: StageTokens, params: flo
 
 def estimate(cfg: PipelineConfig, rates: Throughputs | None = None, *, corpus_texts: int | None = None,
              avg_text_chars: float | None = None, student_param_count: float | None = None) -> PlanEstimate:
-    """Estimate tokens, GPU-hours and storage for the whole pipeline (pure: reads data, starts nothing).
+    """Estimate tokens, GPU-hours and storage for the whole pipeline (reads data on Ray Data, loads no model).
 
     corpus_texts / avg_text_chars skip reading the corpus (e.g. a large bucket); both are needed.
     """
     rates = rates or Throughputs()
     cpt = rates.chars_per_token
     if corpus_texts is None or avg_text_chars is None:
-        corpus_texts, avg_text_chars = _corpus_stats(cfg)
+        from sentidistill.data.corpus import text_stats
+
+        corpus_texts, avg_text_chars = text_stats(cfg.corpus, cfg.data_dir, cfg.cache_dir)
     kd = _knowdist_tokens(cfg, corpus_texts, avg_text_chars, cpt)
     icl, tasks = _icl_tokens_anywhere(cfg, cpt)
     teacher_gpus = _teacher_gpus(cfg)

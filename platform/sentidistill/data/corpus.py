@@ -560,9 +560,30 @@ def prepare_corpus(files: list[SourceFile], specs: list[ReadSpec], dedup: bool, 
     return summarise_stats(stats, specs, files)
 
 
+def _kept_text_sums(batch: pa.Table, cutoffs: dict[int, int]) -> pa.Table:
+    batch = within_limits(batch, cutoffs)
+    kept = batch.filter(pc.equal(batch.column("status"), "kept"))
+    chars = pc.sum(pc.utf8_length(kept.column("text"))).as_py() or 0
+    return pa.table({"texts": [kept.num_rows], "chars": [chars]})
+
+
+def text_stats(corpus: CorpusConfig, data_dir: str | None, cache_dir: str | None) -> tuple[int, float]:
+    """(texts `generate` will keep, their mean length in characters): the same pipeline as `prepare_corpus`
+    (reads, checks, dedup, limits) summed by Ray Data tasks, so a plan of any corpus size holds no rows."""
+    files = resolve_sources(corpus, data_dir, cache_dir)
+    specs = corpus_specs(corpus)
+    ds, cutoffs = limit_cutoffs(corpus_dataset(files, specs, corpus.dedup), specs)
+    texts = chars = 0
+    for batch in ds.map_batches(_kept_text_sums, fn_kwargs={"cutoffs": cutoffs}, batch_format="pyarrow") \
+            .iter_batches(batch_format="pyarrow", batch_size=None):
+        texts += sum(batch.column("texts").to_pylist())
+        chars += sum(batch.column("chars").to_pylist())
+    return texts, chars / texts if texts else 0.0
+
+
 def load_corpus(corpus: CorpusConfig, data_dir: str | None, cache_dir: str | None) -> CorpusResult:
     """Every source as clean rows in corpus order, rejects with reasons (never raised), counts: the same
-    Ray Data pipeline as `prepare_corpus`, collected on the driver, so for small corpora, tests and plans.
+    Ray Data pipeline as `prepare_corpus`, collected on the driver, so for small corpora and tests.
 
     >>> res = load_corpus(cfg.corpus, cfg.data_dir, cfg.cache_dir)
     >>> res.rows[0].keys(), res.counts["rejected_by_reason"]

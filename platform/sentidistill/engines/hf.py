@@ -16,6 +16,7 @@ from sentidistill.engines.base import (
 )
 from sentidistill.engines.gen_config import context_length
 from sentidistill.engines.prefix_cache import PrefixCache
+from sentidistill.engines.seeded_sampling import SeededSampler
 from sentidistill.engines.stop_strings import first_stop, stop_criteria
 from sentidistill.models import resolve_model
 
@@ -115,16 +116,16 @@ class HFEngine(Engine):
 
     def _generate(self, requests: list[GenerationRequest], stream: TextStream | None) -> list[Completion]:
         out: list[Completion | None] = [None] * len(requests)
-        # Requests with and without a seed may share a call: None never meets an int in the comparison.
+        # Seeded and unseeded requests never share a call; seeded ones with different seeds do (each row
+        # samples from its own generator, engines/seeded_sampling.py).
         key = lambda i: (requests[i].max_new_tokens, requests[i].temperature, requests[i].top_p,  # noqa: E731
-                         tuple(requests[i].stop), requests[i].seed is not None, requests[i].seed or 0)
+                         tuple(requests[i].stop), requests[i].seed is not None)
         order = sorted(range(len(requests)), key=key)
+        size = self.cfg.resources.batch_size
         for _, group in groupby(order, key=key):
             idx = list(group)
             first = requests[idx[0]]
-            params = (first.max_new_tokens, first.temperature, first.top_p, tuple(first.stop), first.seed)
-            # A seeded request runs alone: its sample must not depend on which neighbours shared its call.
-            size = 1 if first.seed is not None and first.temperature > 0 else self.cfg.resources.batch_size
+            params = (first.max_new_tokens, first.temperature, first.top_p, tuple(first.stop))
             for start in range(0, len(idx), size):
                 chunk = idx[start:start + size]
                 try:
@@ -139,21 +140,25 @@ class HFEngine(Engine):
         return [c for c in out if c is not None]
 
     def _generate_batch(self, reqs: list[GenerationRequest], max_new: int, temp: float, top_p: float,
-                        stop: tuple[str, ...], seed: int | None, stream: TextStream | None = None) -> list[Completion]:
+                        stop: tuple[str, ...], stream: TextStream | None = None) -> list[Completion]:
         t0 = time.perf_counter()
         enc = self._encode([self._prompt_text(r) for r in reqs], max_new)
-        if seed is not None:
-            torch.manual_seed(seed)
         gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
-        if temp > 0:  # tiny temperatures overflow the logits: raised to vLLM's floor, as vLLM does
-            gen_kwargs.update(do_sample=True, temperature=max(temp, MIN_TEMPERATURE), top_p=top_p)
+        recorder = self._logprobs_recorder(reqs)
+        processors: list[Any] = [recorder] if recorder is not None else []
+        seeds = [r.seed for r in reqs]
+        temp = max(temp, MIN_TEMPERATURE) if temp > 0 else 0.0  # tiny temperatures overflow: vLLM's floor, as vLLM does
+        if temp > 0 and None not in seeds:  # sampled in the last processor, each row from its own generator
+            processors.append(SeededSampler(seeds, temp, top_p, self.model.generation_config, self.device))
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        elif temp > 0:
+            gen_kwargs.update(do_sample=True, temperature=temp, top_p=top_p)
         else:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if stop:  # not transformers' stop_strings: its set-up cost grows with vocabulary x stop length
             gen_kwargs["stopping_criteria"] = stop_criteria(self.tokenizer, list(stop), enc["input_ids"].shape[1])
-        recorder = self._logprobs_recorder(reqs)
-        if recorder is not None:
-            gen_kwargs["logits_processor"] = [recorder]
+        if processors:
+            gen_kwargs["logits_processor"] = processors
         streamer = None
         if stream is not None:
             from sentidistill.engines.hf_stream import Cancelled, RowStreamer  # transformers: loaded only when used
