@@ -197,6 +197,8 @@ def main() -> None:
     p.add_argument("--train-sizes", default="10000,200000",
                    help="Kept examples for training-data preparation (default 10000,200000); workers on the largest.")
     p.add_argument("--tokenize-workers", default="1,2", help="Tokenizer actor counts to compare (default 1,2).")
+    p.add_argument("--work-dir", default=None,
+                   help="Where inputs and run dirs go (default a local temp dir); on a cluster a path every node mounts.")
     p.add_argument("--child-timeout", type=int, default=3600, help="Seconds one child run may take.")
     p.add_argument("--child", choices=["generate", "train"], help=argparse_hidden())
     p.add_argument("--input", help=argparse_hidden())
@@ -220,7 +222,7 @@ def main() -> None:
     env = environment()
     raw: dict[str, Any] = {"memory": [], "pools": []}
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.work_dir) as tmp:
         if "generate" in parts:
             rows += generate_part(args, Path(tmp), sizes, pools, raw)
         if "train" in parts:

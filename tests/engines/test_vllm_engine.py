@@ -13,6 +13,7 @@ import pytest
 
 from sentidistill.config import EngineConfig
 from sentidistill.engines import GenerationRequest, build_engine
+from sentidistill.engines.base import TextStream
 
 pytest.importorskip("vllm")
 
@@ -93,6 +94,20 @@ def test_a_batch_enters_the_engine_while_another_runs(engines) -> None:
     for got, want in zip(ours, static, strict=True):
         assert [(c.text, c.finish_reason, c.completion_tokens, c.error) for c in got] == \
             [(c.text, c.finish_reason, c.completion_tokens, c.error) for c in want]
+
+
+def test_streaming_sends_each_step_and_a_cancel_aborts(engines) -> None:
+    _, vl = engines
+    pieces: dict[int, list[str]] = {0: [], 1: []}
+    reqs = [GenerationRequest(prompt=p, max_new_tokens=24) for p in PROMPTS[:2]]
+    out = vl.generate_streaming(reqs, TextStream(lambda i, text: pieces[i].append(text), lambda: False))
+    assert ["".join(pieces[i]) for i in (0, 1)] == [c.text for c in out] == [c.text for c in vl.generate(reqs)]
+    assert all(len(pieces[i]) > 2 for i in (0, 1)), pieces  # step by step, not the whole text at the end
+    seen: list[str] = []
+    long = GenerationRequest(prompt="The food was", max_new_tokens=200)
+    (cut,) = vl.generate_streaming([long], TextStream(lambda i, text: seen.append(text), lambda: len(seen) >= 2))
+    assert cut.finish_reason == "error" and "cancelled" in (cut.error or "") and len(seen) < 10
+    assert vl.generate([long])[0].completion_tokens > 10  # aborted, not broken: the engine answers again
 
 
 def test_empty_batches(engines) -> None:

@@ -53,7 +53,7 @@ def test_good_folder_and_unknown_hub_id(tiny_model: Path, monkeypatch: pytest.Mo
 def test_cli_fails_before_ray_with_the_cause_last(broken: dict[str, Path], shared_data: Path, tmp_path: Path,
                                                   case: str, cause: str) -> None:
     config = tmp_path / "serve.yaml"
-    config.write_text(f"data_dir: {shared_data}\ntrain: {{model: {{student: unused}}}}\n")
+    config.write_text(f"data_dir: {shared_data}\nrun_dir: {tmp_path / 'run'}\ntrain: {{model: {{student: unused}}}}\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "80"}
     env.pop("RAY_ADDRESS", None)
     t0 = time.monotonic()

@@ -175,6 +175,6 @@ def test_serve_yaml_is_a_valid_serve_config_for_build_app() -> None:
 def test_cli_detach_needs_a_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     config = tmp_path / "c.yaml"
-    config.write_text("train: {model: {student: unused}}\n")
+    config.write_text(f"run_dir: {tmp_path / 'run'}\ntrain: {{model: {{student: unused}}}}\n")  # logs out of the repo
     result = CliRunner().invoke(cli_app, ["serve", str(config), "--model", "x", "--detach"])
     assert result.exit_code == 2 and "--detach" in result.output.strip().splitlines()[-1], result.output

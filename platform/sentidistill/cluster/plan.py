@@ -1,11 +1,12 @@
 """What a config will cost before it runs: tokens to generate, GPU-hours and storage.
 
-`estimate(cfg)` counts the corpus the way `generate` will read it (same reader, same limits,
-rejects and dedup, summed by Ray Data tasks: no corpus row reaches this process), renders the real perspective templates and SentiBench prompts for their
-lengths, and turns token counts into GPU-hours at stated throughputs. Tokens are estimated as
-characters / chars_per_token; KnowDist answers are counted at their full budget (long analyses
-usually fill it), ICL answers at the length of the gold answer (labels and tuple lists). All
-assumptions are fields of `Throughputs` and are printed with the plan.
+`estimate(cfg)` counts the corpus the way `generate` will read it (same reader, same limits, rejects
+and dedup, summed by Ray Data tasks: no corpus row reaches this process), renders the real
+perspective templates and SentiBench prompts for their lengths, and turns token counts into
+GPU-hours at stated throughputs. Tokens are estimated as characters / chars_per_token; KnowDist
+answers are counted at their full budget (long analyses usually fill it), ICL answers at the length
+of the gold answer (labels and tuple lists). All assumptions are fields of `Throughputs` and are
+printed with the plan.
 """
 
 from __future__ import annotations

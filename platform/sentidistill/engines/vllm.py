@@ -39,7 +39,8 @@ from typing import Any, TypeVar
 
 from sentidistill.config import EngineConfig, VLLMEngineConfig
 from sentidistill.engines.base import (
-    Capabilities, Completion, Engine, EngineDeadError, GenerationRequest, first_token_ids, prompt_ids, render_messages,
+    Capabilities, Completion, Engine, EngineDeadError, GenerationRequest, TextStream, first_token_ids, prompt_ids,
+    render_messages,
 )
 from sentidistill.engines.gen_config import load_generation_config, vllm_sampling_defaults
 from sentidistill.engines.token_logprobs import build_logprobs
@@ -93,6 +94,7 @@ class VLLMEngine(Engine):
 
         self._sampling_params = vllm.SamplingParams
         self._final_only = RequestOutputKind.FINAL_ONLY  # one output per request, when it is finished
+        self._cumulative = RequestOutputKind.CUMULATIVE  # streaming: the text so far, after every step
         self.model_path = resolve_model(cfg.model, cache_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=cfg.trust_remote_code)
         self._request_ids = itertools.count()
@@ -155,21 +157,21 @@ class VLLMEngine(Engine):
         ids = prompt_ids(self.tokenizer, text)
         return ids[-max(8, self.max_model_len - budget):]
 
-    def _params(self, req: GenerationRequest, prompt_len: int) -> Any:
+    def _params(self, req: GenerationRequest, prompt_len: int, output_kind: Any) -> Any:
         return self._sampling_params(
             max_tokens=max(1, min(req.max_new_tokens, self.max_model_len - prompt_len)),
             temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=list(req.stop) or None,
             logprobs=req.logprobs if req.logprobs is not None and self.returns_logprobs(self.cfg) else None,
-            output_kind=self._final_only, **vllm_sampling_defaults(self.gen_cfg, req.temperature > 0),
+            output_kind=output_kind, **vllm_sampling_defaults(self.gen_cfg, req.temperature > 0),
         )
 
-    def _inputs(self, requests: list[GenerationRequest]) -> list[tuple[dict[str, Any], Any]]:
+    def _inputs(self, requests: list[GenerationRequest], output_kind: Any = None) -> list[tuple[dict[str, Any], Any]]:
         """(token prompt, sampling params) per request; tokenized in the caller's thread, off the engine loop."""
         inputs = []
         for r in requests:
             text = r.prompt if r.prompt is not None else render_messages(self.tokenizer, r.messages or [])
             ids = self._token_ids(text, r.max_new_tokens)
-            inputs.append(({"prompt_token_ids": ids}, self._params(r, len(ids))))
+            inputs.append(({"prompt_token_ids": ids}, self._params(r, len(ids), output_kind or self._final_only)))
         return inputs
 
     # Engine API ------------------------------------------------------------
@@ -187,15 +189,24 @@ class VLLMEngine(Engine):
         inputs = self._inputs(requests)
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._answer_batch(inputs), self._loop))
 
-    async def _answer_batch(self, inputs: list[tuple[dict[str, Any], Any]]) -> list[Completion]:
-        async with self._in_flight:
-            return list(await asyncio.gather(*(self._answer(prompt, params) for prompt, params in inputs)))
+    def generate_streaming(self, requests: list[GenerationRequest], stream: TextStream) -> list[Completion]:
+        """Token by token: vLLM's cumulative outputs, each request's new text sent after every step (vLLM
+        holds back text that could still start a stop string); a cancelled stream aborts what still runs."""
+        if not requests:
+            return []
+        return self._wait(self._answer_batch(self._inputs(requests, self._cumulative), stream))
 
-    async def _answer(self, prompt: dict[str, Any], params: Any) -> Completion:
+    async def _answer_batch(self, inputs: list[tuple[dict[str, Any], Any]],
+                            stream: TextStream | None = None) -> list[Completion]:
+        async with self._in_flight:
+            return list(await asyncio.gather(*(self._answer(prompt, params, stream and stream.for_rows([i]))
+                                               for i, (prompt, params) in enumerate(inputs))))
+
+    async def _answer(self, prompt: dict[str, Any], params: Any, stream: TextStream | None = None) -> Completion:
         """One request; its own failure is its row's error (vLLM fails requests one by one)."""
         t0 = time.perf_counter()
         try:
-            out = await self._finished(prompt, params)
+            out = await self._finished(prompt, params, stream)
         except Exception as e:  # noqa: BLE001 - recorded per row, retried on the next run
             self._raise_if_dead(e)
             return Completion("", "error", error=f"{type(e).__name__}: {e}")
@@ -216,13 +227,22 @@ class VLLMEngine(Engine):
                       key=lambda x: -x[1])[:top_n] for step in c.logprobs] if top_n else []
         return build_logprobs(self.tokenizer, ids, chosen, top, c.text)
 
-    async def _finished(self, prompt: dict[str, Any], params: Any) -> Any:
-        """The finished RequestOutput of one request (FINAL_ONLY: vLLM sends nothing before it)."""
+    async def _finished(self, prompt: dict[str, Any], params: Any, stream: TextStream | None = None) -> Any:
+        """The finished RequestOutput of one request (FINAL_ONLY: vLLM sends nothing before it; CUMULATIVE,
+        with a stream: the text gained at each step goes to the stream's row 0)."""
         if self.llm is None:
             raise EngineDeadError("vllm engine: shut down")
-        final = None
-        async for out in self.llm.generate(prompt, params, request_id=f"sentidistill-{next(self._request_ids)}"):
+        final, sent, request_id = None, 0, f"sentidistill-{next(self._request_ids)}"
+        async for out in self.llm.generate(prompt, params, request_id=request_id):
             final = out
+            if stream is not None:
+                text = out.outputs[0].text
+                if len(text) > sent:
+                    stream.emit(0, text[sent:])
+                    sent = len(text)
+                if not out.finished and stream.cancelled():
+                    await self.llm.abort(request_id)
+                    raise RuntimeError("cancelled: nobody waits for the text any more")
         if final is None or not final.finished:
             raise RuntimeError("vLLM ended the request without a finished output")
         return final
