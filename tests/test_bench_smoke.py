@@ -56,6 +56,7 @@ def test_bench_generate_smoke(tmp_path: Path) -> None:
         assert pool["completion_tokens"] == raw["baseline"]["completion_tokens"]
 
 
+@pytest.mark.slow  # evaluation's paths run in tests/evaluation; CI keeps its time budget
 def test_bench_eval_smoke(tmp_path: Path) -> None:
     result, stdout = run_bench("eval", tmp_path)
     check_table(result, stdout, "eval")

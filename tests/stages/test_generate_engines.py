@@ -50,6 +50,7 @@ def check_generated(cfg: PipelineConfig, engine: str) -> list[dict[str, Any]]:
     return rows
 
 
+@pytest.mark.slow  # 36 s; CI runs the same path in the cluster rehearsal (vLLM teacher on the actor pool)
 def test_vllm_engine_generates_inside_the_ray_actor_pool(tiny_config, tiny_model: Path, ray_local) -> None:
     cfg = make_cfg(tiny_config, {"kind": "vllm", "model": str(tiny_model), "dtype": "float32", "max_model_len": 512,
                               "vllm": {"max_num_seqs": 8, "cpu_kvcache_gb": 1}, "resources": {"batch_size": 8}})
